@@ -1,0 +1,292 @@
+"""AST to IR graph: resolves constants, blocks, repeats, residual groups, branches,
+skips, the activation policy and expansion rules. Layer words are looked up in
+cnndsl.ir.layers. Shapes are not computed here (see cnndsl.passes.shapes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from cnndsl.diagnostics import Collector, Note
+from cnndsl.ir import layers
+from cnndsl.ir.expr import BuildError, Env, evaluate, positive_int
+from cnndsl.ir.graph import Graph, Node, Op
+from cnndsl.ir.joins import Add, Concat, Resize, Shortcut
+from cnndsl.ir.ops import Activation, Conv, Input, Linear
+from cnndsl.ir.shape import Shape
+from cnndsl.source import Span
+from cnndsl.syntax import ast
+
+MAX_NODES = 200_000
+
+
+@dataclass
+class Settings:
+    """Network-level directives."""
+
+    name: str = "Network"
+    input: Shape | None = None
+    input_span: Span | None = None
+    activation: tuple[str, float | None] | None = None
+    rules: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+    shortcut: str = "projection"
+    stride_on: str = "3x3"  # or "first"
+
+
+@dataclass
+class _Frame:
+    """Where we are: block uses (for diagnostics and names), constants, labels."""
+
+    env: Env
+    scope: tuple[str, ...] = ()
+    trace: tuple[Span, ...] = ()
+    calls: tuple[str, ...] = ()
+
+
+class Builder:
+    """Builds one graph; collects every diagnostic it can before raising."""
+
+    def __init__(self, module: ast.Module, input_override: Shape | None = None):
+        self.module = module
+        self.errors = Collector()
+        self.settings = Settings()
+        self.override = input_override
+        self.nodes: list[Node] = []
+        self.blocks: dict[str, ast.BlockDef] = {}
+        self.labels: dict[str, int] = {}
+        self.counters: dict[tuple[tuple[str, ...], str], int] = {}
+
+    # -- entry -------------------------------------------------------------------------
+
+    def build(self) -> Graph:
+        statements = self.module.statements
+        frame = _Frame(Env({}))
+        self._directives(statements, frame)
+        shape = self.override or self.settings.input
+        if shape is None:
+            span = Span(self.module.source, 1, 1, 1, 2)
+            self.errors.error(span, "no input size", Note("add a line such as `input 224x224x3` (HxWxC)"))
+            self.errors.raise_if_any()
+        self._add(Input(shape), (), self.settings.input_span or Span(self.module.source, 1, 1, 1, 2), frame, "input")
+        try:
+            self._statements(statements, 0, frame)
+        except _TooBig as exc:
+            self.errors.error(exc.span, exc.message)
+        self.errors.raise_if_any()
+        return self._finish()
+
+    def _finish(self) -> Graph:
+        nodes = self.nodes
+        if self.settings.activation:
+            nodes = _drop_last_policy_activation(nodes)
+        return Graph(self.settings.name, tuple(nodes), nodes[-1].id)
+
+    # -- statements --------------------------------------------------------------------
+
+    def _directives(self, statements, frame: _Frame) -> None:
+        """First pass: constants, rules, blocks and network-level lines (order-independent)."""
+        for st in statements:
+            try:
+                if isinstance(st, ast.Let):
+                    frame.env.values[st.name] = evaluate(st.value, frame.env)
+                elif isinstance(st, ast.Rule):
+                    self._rule(st)
+                elif isinstance(st, ast.BlockDef):
+                    if st.name in self.blocks:
+                        raise BuildError(st.span, f"block '{st.name}' is defined twice")
+                    self.blocks[st.name] = st
+                elif isinstance(st, ast.Line) and layers.directive(st):
+                    layers.apply_directive(st, self.settings, frame.env)
+            except BuildError as exc:
+                self.errors.items.append(exc.diagnostic(frame.trace))
+
+    def _rule(self, st: ast.Rule) -> None:
+        if st.chain[0] != (st.name,):
+            raise BuildError(st.span, f"a rule for '{st.name}' must start with '{st.name}'",
+                             Note(f"e.g. `{st.name} = {st.name} -> batch norm -> relu`"))
+        for words in st.chain[1:]:
+            layers.check_rule_step(words, st.span)
+        self.settings.rules[st.name] = st.chain[1:]
+
+    def _statements(self, statements, current: int, frame: _Frame) -> int:
+        for st in statements:
+            if isinstance(st, ast.Line) and not layers.directive(st):
+                current = self._guarded_line(st, current, frame)
+        return current
+
+    def _guarded_line(self, line: ast.Line, current: int, frame: _Frame) -> int:
+        try:
+            return self._line(line, current, frame)
+        except BuildError as exc:
+            self.errors.items.append(exc.diagnostic(frame.trace))
+            return current  # keep going so later lines are checked too
+
+    # -- lines -------------------------------------------------------------------------
+
+    def _line(self, line: ast.Line, current: int, frame: _Frame) -> int:
+        opts = layers.Options(line.options, frame.env)
+        residual = opts.flag("residual")
+        stride = opts.int("stride", 1) if (residual or not isinstance(line.unit, ast.Head)) else 1
+        count = positive_int(line.repeat, frame.env, "repeat count") if line.repeat is not None else 1
+        if count > MAX_NODES or len(self.nodes) + count > MAX_NODES:
+            raise BuildError(line.repeat.span, f"repeat count {count:,} is too large: a network may have at most {MAX_NODES:,} layers")
+        if not isinstance(line.unit, ast.Head):
+            opts.finish(("residual", "stride"), "a group")
+        label = line.label or (self._fresh(frame.scope, "layer") if residual else None)
+        grouped = label is not None and (count > 1 or not isinstance(line.unit, ast.Head))
+        scope = frame.scope + ((label,) if grouped else ())
+        for rep in range(count):
+            sub = replace(frame, scope=scope + ((str(rep),) if grouped and count > 1 else ()))
+            first_stride = stride if rep == 0 else 1
+            if residual:
+                current = self._residual(line, current, sub, first_stride)
+            else:
+                current = self._unit(line, current, sub, first_stride)
+        if line.label:
+            if line.label in self.labels and self.labels[line.label] != current:
+                raise BuildError(line.span, f"name '{line.label}' is already used")
+            self.labels[line.label] = current
+        return current
+
+    def _unit(self, line: ast.Line, current: int, frame: _Frame, stride: int) -> int:
+        unit = line.unit
+        if isinstance(unit, ast.Head):
+            return self._head(line, current, frame)
+        if isinstance(unit, ast.Group):
+            return self._group(unit, current, frame, stride)
+        if isinstance(unit, ast.Call):
+            return self._call(unit, current, frame, stride)
+        if isinstance(unit, ast.Parallel):
+            return self._parallel(unit, current, frame)
+        raise AssertionError(unit)  # pragma: no cover
+
+    def _group(self, group: ast.Group, current: int, frame: _Frame, stride: int) -> int:
+        target = layers.stride_target(group.lines, self.settings.stride_on) if stride != 1 else -1
+        if stride != 1 and target < 0:
+            raise BuildError(group.span, f"stride {stride} given to a group with no conv to put it on")
+        for i, line in enumerate(group.lines):
+            if i == target:
+                line = layers.with_stride(line, stride)
+            current = self._line(line, current, frame)
+        return current
+
+    def _residual(self, line: ast.Line, current: int, frame: _Frame, stride: int) -> int:
+        block_in = current
+        main = self._unit(line, current, frame, stride)
+        deferred = None
+        last = self.nodes[main]
+        if last.implicit and isinstance(last.op, Activation) and main == len(self.nodes) - 1:
+            deferred = self.nodes.pop()  # the block's last ReLU goes after the add (the paper's Fig. 2)
+            main = last.inputs[0]
+        short = self._add(Shortcut(stride, self.settings.shortcut), (block_in, main), line.span, frame, "downsample", implicit=True)
+        out = self._add(Add(), (main, short), line.span, frame, "add", implicit=True)
+        if deferred is not None:
+            out = self._add(deferred.op, (out,), deferred.span, frame, "relu", implicit=True)
+        return out
+
+    def _call(self, call: ast.Call, current: int, frame: _Frame, stride: int) -> int:
+        block = self.blocks.get(call.name)
+        if block is None:
+            raise BuildError(call.span, f"unknown block '{call.name}'", *layers.suggest(call.name, self.blocks))
+        if call.name in frame.calls:
+            chain = " -> ".join((*frame.calls, call.name))
+            raise BuildError(call.span, f"block '{call.name}' uses itself ({chain}); blocks cannot be recursive",
+                             Note("defined here", block.span))
+        if len(call.args) != len(block.params):
+            raise BuildError(call.span, f"block '{call.name}' takes {len(block.params)} argument"
+                             f"{'s' if len(block.params) != 1 else ''} ({', '.join(block.params)}), but {len(call.args)} "
+                             f"{'were' if len(call.args) != 1 else 'was'} given", Note("defined here", block.span))
+        values = dict(frame.env.values)
+        values.update({p: evaluate(a, frame.env) for p, a in zip(block.params, call.args)})
+        env = Env(values)
+        inner = _Frame(env, frame.scope + (self._fresh(frame.scope, call.name),), frame.trace + (call.span,),
+                       frame.calls + (call.name,))
+        self._directives([s for s in block.body if isinstance(s, ast.Let)], inner)
+        statements = block.body
+        if stride != 1:
+            lines = tuple(s for s in statements if isinstance(s, ast.Line))
+            target = layers.stride_target(lines, self.settings.stride_on)
+            statements = tuple(layers.with_stride(s, stride) if s is lines[target] else s for s in statements) \
+                if target >= 0 else statements
+        return self._statements(statements, current, inner)
+
+    def _parallel(self, par: ast.Parallel, current: int, frame: _Frame) -> int:
+        join = {"concat": Concat, "add": Add, "sum": Add}.get(par.join)
+        if join is None:
+            raise BuildError(par.span, f"unknown join '{par.join}'", Note("branches are joined by `concat { ... }` or `add { ... }`"))
+        if not par.branches:
+            raise BuildError(par.span, f"{par.join} needs at least one branch")
+        outs = []
+        for i, branch in enumerate(par.branches):
+            sub = replace(frame, scope=frame.scope + (f"branch{i + 1}",))
+            outs.append(current if layers.is_identity(branch) else self._line(branch, current, sub))
+        return self._add(join(), tuple(outs), par.span, frame, par.join)
+
+    # -- single layers -----------------------------------------------------------------
+
+    def _head(self, line: ast.Line, current: int, frame: _Frame) -> int:
+        ref = layers.skip_reference(line.unit)
+        if ref is not None:
+            return self._skip(line, ref, current, frame)
+        made = layers.make(line.unit, line.options, frame.env, rules=self.settings.rules)
+        for op, kind, implicit in made:
+            current = self._add(op, (current,), line.span, frame, kind, implicit=implicit, label=line.label)
+        if self.settings.activation and isinstance(made[-1][0], (Conv, Linear)):
+            fn, alpha = self.settings.activation
+            current = self._add(Activation(fn, alpha), (current,), line.span, frame, fn, implicit=True)
+        return current
+
+    def _skip(self, line: ast.Line, ref: tuple[str, str, ast.Head], current: int, frame: _Frame) -> int:
+        join, name, head = ref
+        if name not in self.labels:
+            raise BuildError(head.span, f"'{name}' is not defined before this line",
+                             *layers.suggest(name, self.labels, "named layers so far"))
+        other = self.labels[name]
+        opts = layers.Options(line.options, frame.env)
+        mode = "crop" if opts.flag("crop") else "pad" if opts.flag("pad") else None
+        opts.finish(("crop", "pad"), f"{join} with a named layer")
+        if mode:
+            other = self._add(Resize(mode), (other, current), line.span, frame, mode, implicit=True)
+        inputs = (other, current) if join == "concat" else (current, other)
+        return self._add(Concat() if join == "concat" else Add(), inputs, line.span, frame, join)
+
+    def _add(self, op: Op, inputs: tuple[int, ...], span: Span, frame: _Frame, kind: str, *,
+             implicit: bool = False, label: str | None = None) -> int:
+        if len(self.nodes) >= MAX_NODES:
+            raise _TooBig(span, f"the network has more than {MAX_NODES:,} layers")
+        name = ".".join((*frame.scope, self._fresh(frame.scope, kind)))
+        node = Node(len(self.nodes), op, inputs, name, span, frame.scope, implicit, frame.trace)
+        self.nodes.append(node)
+        return node.id
+
+    def _fresh(self, scope: tuple[str, ...], kind: str) -> str:
+        key = (scope, kind)
+        self.counters[key] = self.counters.get(key, 0) + 1
+        return f"{kind}{self.counters[key]}"
+
+
+class _TooBig(Exception):
+    def __init__(self, span: Span, message: str):
+        self.span, self.message = span, message
+
+
+def _drop_last_policy_activation(nodes: list[Node]) -> list[Node]:
+    """The policy puts its activation after every conv and FC but the last one (the classifier)."""
+    weighted = [n for n in nodes if isinstance(n.op, (Conv, Linear))]
+    if not weighted:
+        return nodes
+    last = weighted[-1]
+    victims = [n for n in nodes if n.implicit and isinstance(n.op, Activation) and n.inputs == (last.id,)]
+    if not victims:
+        return nodes
+    drop = victims[0].id
+    remap = {n.id: n.id - (n.id > drop) for n in nodes}
+    remap[drop] = last.id
+    return [replace(n, id=remap[n.id], inputs=tuple(remap[i] if i != drop else last.id for i in n.inputs))
+            for n in nodes if n.id != drop]
+
+
+def build(module: ast.Module, input_override: Shape | None = None) -> Graph:
+    """Build the IR graph of a parsed module, or raise CnnDslError with every problem found."""
+    return Builder(module, input_override).build()
+

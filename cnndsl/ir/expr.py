@@ -1,0 +1,73 @@
+"""Constants and arithmetic in .arch files, and the builder's located error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cnndsl.diagnostics import Diagnostic, Note
+from cnndsl.source import Span
+from cnndsl.syntax import ast
+
+MAX_VALUE = 10**15
+
+
+class BuildError(Exception):
+    """A problem at one span; the builder adds the block-use trace and collects it."""
+
+    def __init__(self, span: Span, message: str, *notes: Note):
+        super().__init__(message)
+        self.span, self.message, self.notes = span, message, notes
+
+    def diagnostic(self, trace: tuple[Span, ...]) -> Diagnostic:
+        uses = tuple(Note("in the block used here", s) for s in reversed(trace))
+        return Diagnostic(self.span, self.message, self.notes + uses)
+
+
+@dataclass
+class Env:
+    """Constants (`let`) and block parameters in scope."""
+
+    values: dict[str, float]
+
+
+def evaluate(expr: ast.Value, env: Env) -> float:
+    """The value of an expression; errors for undefined names, division by zero, overflow."""
+    match expr:
+        case ast.Num(value=v):
+            result = v
+        case ast.Var(name=name, span=span):
+            if name not in env.values:
+                known = ", ".join(sorted(env.values)) or "none"
+                raise BuildError(span, f"'{name}' is not defined", Note(f"constants in scope: {known}"))
+            result = env.values[name]
+        case ast.Neg(operand=o):
+            result = -evaluate(o, env)
+        case ast.BinOp(op=op, left=left, right=right, span=span):
+            a, b = evaluate(left, env), evaluate(right, env)
+            if op == "/" and b == 0:
+                raise BuildError(span, "division by zero")
+            result = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if op == "/" else 0}[op]
+            if isinstance(a, int) and isinstance(b, int) and op == "/" and a % b == 0:
+                result = a // b
+        case ast.SizeLit(span=span):
+            raise BuildError(span, "expected a number here, not a size")
+        case _:  # pragma: no cover
+            raise AssertionError(expr)
+    if abs(result) > MAX_VALUE:
+        raise BuildError(expr.span, f"value {result:,.0f} is absurdly large")
+    return result
+
+
+def integer(expr: ast.Value, env: Env, what: str) -> int:
+    """An integer-valued expression (4.0 is fine, 4.5 is not)."""
+    value = evaluate(expr, env)
+    if value != int(value):
+        raise BuildError(expr.span, f"{what} must be a whole number, got {value:g}")
+    return int(value)
+
+
+def positive_int(expr: ast.Value, env: Env, what: str, minimum: int = 1) -> int:
+    value = integer(expr, env, what)
+    if value < minimum:
+        raise BuildError(expr.span, f"{what} must be at least {minimum}, got {value}")
+    return value

@@ -1,0 +1,44 @@
+"""Receptive fields: size, jump (effective stride) and start (centre of the first unit's
+field, in input pixels) per spatial axis, through branches (Araujo et al., Distill 2019)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cnndsl.diagnostics import Collector, Note
+from cnndsl.ir.graph import Graph
+from cnndsl.ir.shape import Shape
+
+
+@dataclass(frozen=True, slots=True)
+class RF:
+    size: tuple[int, ...]
+    jump: tuple[int, ...]
+    start: tuple[float, ...]
+
+
+def receptive_fields(graph: Graph, shapes: tuple[Shape, ...]) -> tuple[RF, ...]:
+    """RF of each node's output units. At a join the largest field wins; branches whose
+    jumps differ are an error (their units would not line up)."""
+    errors = Collector()
+    rank = len(shapes[0].spatial)
+    rfs: list[RF] = []
+    for node in graph.nodes:
+        if not node.inputs:
+            rfs.append(RF((1,) * rank, (1,) * rank, (0.0,) * rank))
+            continue
+        ins = [rfs[i] for i in node.inputs]
+        jumps = {r.jump for r in ins}
+        if len(jumps) > 1:
+            errors.error(node.span, "branches joined here have different strides (receptive-field jumps "
+                         f"{' vs '.join('x'.join(map(str, j)) for j in sorted(jumps))})",
+                         Note("their output units would not line up; check the strides of each branch"))
+        rf = max(ins, key=lambda r: r.size)
+        windows = node.op.windows(tuple(shapes[i] for i in node.inputs))
+        if windows and len(windows) == len(rf.size):
+            rf = RF(tuple(s + (w.extent - 1) * j for s, w, j in zip(rf.size, windows, rf.jump)),
+                    tuple(j * w.stride for w, j in zip(windows, rf.jump)),
+                    tuple(st + ((w.extent - 1) / 2 - w.pad) * j for st, w, j in zip(rf.start, windows, rf.jump)))
+        rfs.append(rf)
+    errors.raise_if_any()
+    return tuple(rfs)

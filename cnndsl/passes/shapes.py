@@ -1,0 +1,33 @@
+"""Shape inference: every node's output shape, every problem reported at once."""
+
+from __future__ import annotations
+
+from cnndsl.diagnostics import Collector, Note
+from cnndsl.ir.graph import Graph
+from cnndsl.ir.ops import check_dims
+from cnndsl.ir.shape import Shape, ShapeProblem
+
+
+def infer_shapes(graph: Graph) -> tuple[Shape, ...]:
+    """Output shape of each node, indexed by node id; raises CnnDslError listing every
+    problem. A node whose input failed is skipped, so one mistake gives one error."""
+    errors = Collector()
+    shapes: list[Shape | None] = []
+    for node in graph.nodes:
+        ins = tuple(shapes[i] for i in node.inputs)
+        if any(s is None for s in ins):
+            shapes.append(None)
+            continue
+        try:
+            out = node.op.infer(ins)
+            check_dims(out)
+        except ShapeProblem as exc:
+            notes = [Note(n) for n in exc.notes]
+            if ins:
+                notes.insert(0, Note(f"input here: {' + '.join(s.text() for s in ins)}"))
+            notes += [Note("in the block used here", s) for s in reversed(node.trace)]
+            errors.error(node.span, exc.message, *notes)
+            out = None
+        shapes.append(out)
+    errors.raise_if_any()
+    return tuple(shapes)
