@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--input", type=_shape, metavar="HxWxC", help="override the file's input size")
     check.add_argument("--batch", type=_positive, default=1, metavar="N", help="batch size for memory (default 1)")
     check.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32", help="element type for bytes")
+    check.add_argument("--expand", action="store_true", help="list every layer inside blocks (default: one subtotal row a block)")
     return p
 
 
@@ -95,7 +96,7 @@ def _check(args) -> int:
     if args.json:
         print(json.dumps(net.report.to_json(), indent=1))
     else:
-        print(render(net.report), end="")
+        print(render(net.report, expand=args.expand), end="")
     return 0
 
 

@@ -18,6 +18,7 @@ from cnndsl.source import Span
 from cnndsl.syntax import ast
 
 MAX_NODES = 200_000
+_UNNUMBERED = frozenset({"input", "downsample", "add", "concat"})  # torchvision's names: x, downsample
 
 
 @dataclass
@@ -90,7 +91,7 @@ class Builder:
                 if isinstance(st, ast.Let):
                     frame.env.values[st.name] = evaluate(st.value, frame.env)
                 elif isinstance(st, ast.Rule):
-                    self._rule(st)
+                    self._rule(st, frame)
                 elif isinstance(st, ast.BlockDef):
                     if st.name in self.blocks:
                         raise BuildError(st.span, f"block '{st.name}' is defined twice")
@@ -100,13 +101,14 @@ class Builder:
             except BuildError as exc:
                 self.errors.items.append(exc.diagnostic(frame.trace))
 
-    def _rule(self, st: ast.Rule) -> None:
-        if st.chain[0] != (st.name,):
-            raise BuildError(st.span, f"a rule for '{st.name}' must start with '{st.name}'",
+    def _rule(self, st: ast.Rule, frame: _Frame) -> None:
+        first = st.chain[0]
+        if first.words != (st.name,) or first.options:
+            raise BuildError(first.span, f"a rule for '{st.name}' must start with '{st.name}' alone",
                              Note(f"e.g. `{st.name} = {st.name} -> batch norm -> relu`"))
-        for words in st.chain[1:]:
-            layers.check_rule_step(words, st.span)
-        self.settings.rules[st.name] = st.chain[1:]
+        if st.name not in ("conv", "fc"):
+            raise BuildError(st.span, f"rules can expand `conv` and `fc`, not '{st.name}'")
+        self.settings.rules[st.name] = tuple(layers.rule_step(step, frame.env) for step in st.chain[1:])
 
     def _statements(self, statements, current: int, frame: _Frame) -> int:
         for st in statements:
@@ -261,8 +263,10 @@ class Builder:
 
     def _fresh(self, scope: tuple[str, ...], kind: str) -> str:
         key = (scope, kind)
-        self.counters[key] = self.counters.get(key, 0) + 1
-        return f"{kind}{self.counters[key]}"
+        n = self.counters[key] = self.counters.get(key, 0) + 1
+        if kind in _UNNUMBERED:
+            return kind if n == 1 else f"{kind}{n}"
+        return f"{kind}{n}"
 
 
 class _TooBig(Exception):

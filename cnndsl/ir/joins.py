@@ -58,6 +58,7 @@ class Resize(_Pointwise):
     """Centre-crop (`crop`) or zero-pad (`pad`) input 0 to the spatial size of input 1."""
 
     mode: str
+    data_inputs = 1  # input 1 only gives the target size
 
     def infer(self, ins: Shapes) -> Shape:
         x, ref = ins
@@ -87,6 +88,7 @@ class Shortcut(_Pointwise):
 
     stride: int
     mode: str = "projection"
+    data_inputs = 1  # input 1 (the block's output) only gives the target shape
 
     def is_identity(self, ins: Shapes) -> bool:
         return ins[0] == ins[1]

@@ -177,7 +177,7 @@ def _conv(head: ast.Head, opts: Options, rules: dict) -> Made:
     groups = opts.int("groups", 1)
     table = _table(opts)
     tail = rules.get("conv", ())
-    bias = _bias(opts, default=not (tail and tail[0] in (("batch", "norm"), ("batchnorm",), ("bn",))))
+    bias = _bias(opts, default=not (tail and isinstance(tail[0][0], BatchNorm)))
     opts.finish(("stride", "pad", "dilation", "groups", "bias", "table"), "conv")
     if table is not None:
         if len(table) != out:
@@ -185,7 +185,7 @@ def _conv(head: ast.Head, opts: Options, rules: dict) -> Made:
         op = PartialConv(table, kernel)
     else:
         op = Conv(out, kernel, stride, pad, dilation, groups, bias)
-    return [(op, "conv", False)] + [(_simple(w, head.span), _kind_name(w), True) for w in tail]
+    return [(op, "conv", False)] + [(step, kind, True) for step, kind in tail]
 
 
 def _table(opts: Options) -> tuple[tuple[int, ...], ...] | None:
@@ -236,9 +236,10 @@ def _global(mode: str) -> Callable:
 
 def _fc(head: ast.Head, opts: Options, rules: dict) -> Made:
     out = _width(head, opts, "FC")
-    bias = _bias(opts, True)
+    tail = rules.get("fc", ())
+    bias = _bias(opts, default=not (tail and isinstance(tail[0][0], BatchNorm)))
     opts.finish(("bias",), "FC")
-    return [(Linear(out, bias), "fc", False)]
+    return [(Linear(out, bias), "fc", False)] + [(step, kind, True) for step, kind in tail]
 
 
 def _number_arg(head: ast.Head, opts: Options, key: str, default: float) -> float:
@@ -344,16 +345,14 @@ def _lookup(words: tuple[str, ...], span: Span) -> Callable:
     return maker
 
 
-def _simple(words: tuple[str, ...], span: Span):
-    """A rule step such as `batch norm` or `relu`: a layer with no options."""
-    head = ast.Head(None, words, None, span)
-    return _lookup(words, span)(head, Options((), Env({})), {})[0][0]
-
-
-def check_rule_step(words: tuple[str, ...], span: Span) -> None:
-    op = _simple(words, span)
+def rule_step(step: ast.RuleStep, env: Env) -> tuple[object, str]:
+    """One step of a rule such as `batch norm, eps 0.001` or `relu`: (op, kind name)."""
+    head = ast.Head(None, step.words, None, step.span)
+    op = _lookup(step.words, step.span)(head, Options(step.options, env), {})[0][0]
     if not isinstance(op, (BatchNorm, Activation, Dropout, LRN)):
-        raise BuildError(span, f"a rule can add batch norm, activations, dropout or LRN after a layer, not '{' '.join(words)}'")
+        raise BuildError(step.span, f"a rule can add batch norm, activations, dropout or LRN after a layer, "
+                                    f"not '{' '.join(step.words)}'")
+    return op, _kind_name(step.words)
 
 
 def make(head: ast.Head, options: tuple[ast.Option, ...], env: Env, rules: dict) -> Made:

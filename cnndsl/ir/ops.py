@@ -42,6 +42,7 @@ class _Pointwise:
     """Defaults for ops that keep the shape and have no weights."""
 
     inplace = False
+    data_inputs = None  # how many leading inputs carry data; the rest only give a shape (None: all)
 
     def infer(self, ins: Shapes) -> Shape:
         return ins[0]

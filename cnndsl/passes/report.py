@@ -46,6 +46,7 @@ class Report:
             "schema": SCHEMA, "network": self.graph.name, "source": self.source_name,
             "input": list(self.shapes[0].hwc(self.rank)), "batch": self.batch, "dtype": self.dtype,
             "layers": layers,
+            "blocks": [_block_json(r, b) for b in blocks(r)],
             "totals": {"params": t.params, "weights": t.weights, "biases": t.biases,
                        "activations": t.activations, "activation_bytes": t.activations * nbytes,
                        "macs": t.macs, "flops": 2 * t.macs, "other_ops": t.other_ops},
@@ -63,6 +64,14 @@ def _layer_json(r: Report, node) -> dict:
         "activations": c.activations, "macs": c.macs, "flops": 2 * c.macs, "other_ops": c.other_ops,
         "rf": {"size": list(rf.size), "jump": list(rf.jump), "start": list(rf.start)},
     }
+
+
+def _block_json(r: Report, b: Block) -> dict:
+    c, first, last = b.counts(r), r.graph.nodes[b.nodes[0]], r.graph.nodes[b.nodes[-1]]
+    return {"name": b.name, "line": first.span.line, "repeats": b.repeats,
+            "layers": [r.graph.nodes[i].name for i in b.nodes], "shape": list(r.shapes[last.id].hwc(r.rank)),
+            "params": c.params, "weights": c.weights, "activations": c.activations, "macs": c.macs,
+            "flops": 2 * c.macs, "other_ops": c.other_ops}
 
 
 def _kind(op) -> str:
@@ -114,10 +123,58 @@ def _rf_text(rf: RF) -> str:
     return f"{size} /{jump:g}" if isinstance(jump, (int, float)) else f"{size} /{jump}"
 
 
-def rows(r: Report, expand: bool = True) -> list[tuple[str, ...]]:
-    """Table rows; implicit activations fold into the row of the layer they follow."""
-    out: list[list[str]] = []
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A run of consecutive nodes under one top-level label or block use (e.g. `conv2_x`)."""
+
+    name: str
+    nodes: tuple[int, ...]
+    repeats: int
+
+    def counts(self, r: Report) -> Counts:
+        return total(r.counts[i] for i in self.nodes)
+
+
+def blocks(r: Report) -> list[Block]:
+    """Top-level blocks in source order; nodes outside any block are not listed."""
+    out: list[Block] = []
     for node in r.graph.nodes:
+        if not node.scope:
+            continue
+        if out and out[-1].name == node.scope[0] and out[-1].nodes[-1] == node.id - 1:
+            last = out[-1]
+            out[-1] = Block(last.name, last.nodes + (node.id,), last.repeats)
+        else:
+            out.append(Block(node.scope[0], (node.id,), 1))
+    return [Block(b.name, b.nodes, _repeats(r, b)) for b in out]
+
+
+def _repeats(r: Report, b: Block) -> int:
+    reps = {r.graph.nodes[i].scope[1] for i in b.nodes if len(r.graph.nodes[i].scope) > 1}
+    return len(reps) if reps and all(x.isdigit() for x in reps) else 1
+
+
+def _block_row(r: Report, b: Block) -> list[str]:
+    c, last = b.counts(r), r.graph.nodes[b.nodes[-1]]
+    weighted = sum(1 for i in b.nodes if isinstance(r.graph.nodes[i].op, (Conv, Linear, PartialConv))) // b.repeats
+    label = f"BLOCK [{weighted} conv]" + (f" x{b.repeats}" if b.repeats > 1 else "")
+    params = f"{c.weights:,}" + (f" + {c.biases:,}" if c.biases else "")
+    return [str(r.graph.nodes[b.nodes[0]].span.line), label, b.name, r.shapes[last.id].text(r.rank),
+            f"{c.activations:,}", params, f"{c.macs:,}", _rf_text(r.rfs[last.id])]
+
+
+def rows(r: Report, expand: bool = True) -> list[tuple[str, ...]]:
+    """Table rows; implicit activations fold into the row of the layer they follow.
+    Unless `expand`, each top-level block is one row of subtotals."""
+    out: list[list[str]] = []
+    collapsed = {} if expand else {b.nodes[0]: b for b in blocks(r)}
+    skip: set[int] = set()
+    for node in r.graph.nodes:
+        if node.id in collapsed:
+            out.append(_block_row(r, collapsed[node.id]))
+            skip.update(collapsed[node.id].nodes)
+        if node.id in skip:
+            continue
         ins = tuple(r.shapes[i] for i in node.inputs)
         shape, c = r.shapes[node.id], r.counts[node.id]
         label = node.op.label(ins, shape)
@@ -134,9 +191,9 @@ def rows(r: Report, expand: bool = True) -> list[tuple[str, ...]]:
 HEADER = ("line", "layer", "name", "output", "memory (elements)", "params (weights + biases)", "MACs", "RF /jump")
 
 
-def render(r: Report) -> str:
-    """The whole text report."""
-    table = [HEADER, *rows(r)]
+def render(r: Report, expand: bool = False) -> str:
+    """The whole text report: blocks collapsed to subtotal rows unless `expand`."""
+    table = [HEADER, *rows(r, expand)]
     widths = [max(len(row[i]) for row in table) for i in range(len(HEADER))]
     right = {0, 6}
     lines = []

@@ -27,7 +27,7 @@ def receptive_fields(graph: Graph, shapes: tuple[Shape, ...]) -> tuple[RF, ...]:
         if not node.inputs:
             rfs.append(RF((1,) * rank, (1,) * rank, (0.0,) * rank))
             continue
-        ins = [rfs[i] for i in node.inputs]
+        ins = [rfs[i] for i in node.inputs[:node.op.data_inputs]]
         jumps = {r.jump for r in ins}
         if len(jumps) > 1:
             errors.error(node.span, "branches joined here have different strides (receptive-field jumps "

@@ -124,11 +124,20 @@ class Let:
 
 
 @dataclass(frozen=True, slots=True)
+class RuleStep:
+    """One layer of a rule's chain, e.g. `batch norm, eps 0.001`."""
+
+    words: tuple[str, ...]
+    options: tuple[Option, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """`conv = conv -> batch norm -> relu`: how every layer of one kind expands."""
 
     name: str
-    chain: tuple[tuple[str, ...], ...]
+    chain: tuple[RuleStep, ...]
     span: Span
 
 

@@ -144,6 +144,9 @@ class _ToAst(Transformer):
     def rule(self, meta, c):
         return ast.Rule(str(c[0]), tuple(c[1:]), _span(self.src, meta))
 
+    def rule_step(self, meta, c):
+        return ast.RuleStep(c[0], tuple(c[1:]), _span(self.src, meta))
+
     def block_def(self, meta, c):
         return ast.BlockDef(str(c[0]), c[1] or (), c[2], _span(self.src, meta))
 

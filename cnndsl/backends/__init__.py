@@ -1,0 +1,1 @@
+"""Backends: the only code that imports torch, onnx or onnxruntime (always lazily)."""
