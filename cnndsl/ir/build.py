@@ -56,6 +56,7 @@ class Builder:
         self.blocks: dict[str, ast.BlockDef] = {}
         self.labels: dict[str, int] = {}
         self.counters: dict[tuple[tuple[str, ...], str], int] = {}
+        self.taken: set[tuple[tuple[str, ...], str]] = set()
 
     # -- entry -------------------------------------------------------------------------
 
@@ -157,7 +158,7 @@ class Builder:
         if isinstance(unit, ast.Group):
             return self._group(unit, current, frame, stride)
         if isinstance(unit, ast.Call):
-            return self._call(unit, current, frame, stride)
+            return self._call(unit, current, frame, stride, named=line.label is not None)
         if isinstance(unit, ast.Parallel):
             return self._parallel(unit, current, frame)
         raise AssertionError(unit)  # pragma: no cover
@@ -186,7 +187,7 @@ class Builder:
             out = self._add(deferred.op, (out,), deferred.span, frame, "relu", implicit=True)
         return out
 
-    def _call(self, call: ast.Call, current: int, frame: _Frame, stride: int) -> int:
+    def _call(self, call: ast.Call, current: int, frame: _Frame, stride: int, named: bool = False) -> int:
         block = self.blocks.get(call.name)
         if block is None:
             raise BuildError(call.span, f"unknown block '{call.name}'", *layers.suggest(call.name, self.blocks))
@@ -201,8 +202,8 @@ class Builder:
         values = dict(frame.env.values)
         values.update({p: evaluate(a, frame.env) for p, a in zip(block.params, call.args)})
         env = Env(values)
-        inner = _Frame(env, frame.scope + (self._fresh(frame.scope, call.name),), frame.trace + (call.span,),
-                       frame.calls + (call.name,))
+        scope = frame.scope if named else frame.scope + (self._fresh(frame.scope, call.name),)
+        inner = _Frame(env, scope, frame.trace + (call.span,), frame.calls + (call.name,))
         self._directives([s for s in block.body if isinstance(s, ast.Let)], inner)
         statements = block.body
         if stride != 1:
@@ -233,7 +234,8 @@ class Builder:
         made = layers.make(line.unit, line.options, frame.env, rules=self.settings.rules)
         for op, kind, implicit in made:
             current = self._add(op, (current,), line.span, frame, kind, implicit=implicit, label=line.label)
-        if self.settings.activation and isinstance(made[-1][0], (Conv, Linear)):
+        last = made[-1][0]
+        if self.settings.activation and (isinstance(last, Linear) or isinstance(last, Conv) and not last.transposed):
             fn, alpha = self.settings.activation
             current = self._add(Activation(fn, alpha), (current,), line.span, frame, fn, implicit=True)
         return current
@@ -256,17 +258,35 @@ class Builder:
              implicit: bool = False, label: str | None = None) -> int:
         if len(self.nodes) >= MAX_NODES:
             raise _TooBig(span, f"the network has more than {MAX_NODES:,} layers")
-        name = ".".join((*frame.scope, self._fresh(frame.scope, kind)))
+        if label and not implicit and not self._is_grouped_label(frame, label):
+            leaf = self._claim(frame.scope, label, span)
+        else:
+            leaf = self._fresh(frame.scope, kind)
+        name = ".".join((*frame.scope, leaf))
         node = Node(len(self.nodes), op, inputs, name, span, frame.scope, implicit, frame.trace)
         self.nodes.append(node)
         return node.id
 
     def _fresh(self, scope: tuple[str, ...], kind: str) -> str:
-        key = (scope, kind)
-        n = self.counters[key] = self.counters.get(key, 0) + 1
-        if kind in _UNNUMBERED:
-            return kind if n == 1 else f"{kind}{n}"
-        return f"{kind}{n}"
+        """The next free name such as `conv3` in a scope (torchvision's numbering)."""
+        while True:
+            key = (scope, kind)
+            n = self.counters[key] = self.counters.get(key, 0) + 1
+            leaf = kind if kind in _UNNUMBERED and n == 1 else f"{kind}{n}"
+            if (scope, leaf) not in self.taken:
+                self.taken.add((scope, leaf))
+                return leaf
+
+    def _claim(self, scope: tuple[str, ...], label: str, span: Span) -> str:
+        """A user's label as a node name; it must not collide with a name already made."""
+        if (scope, label) in self.taken:
+            raise BuildError(span, f"name '{label}' is already used in this scope")
+        self.taken.add((scope, label))
+        return label
+
+    @staticmethod
+    def _is_grouped_label(frame: _Frame, label: str) -> bool:
+        return label in frame.scope
 
 
 class _TooBig(Exception):

@@ -58,7 +58,8 @@ def _layer_json(r: Report, node) -> dict:
     ins = tuple(r.shapes[i] for i in node.inputs)
     return {
         "name": node.name, "kind": _kind(node.op), "label": node.op.label(ins, r.shapes[node.id]),
-        "line": node.span.line, "col": node.span.col, "scope": list(node.scope), "implicit": node.implicit,
+        "line": node.span.line, "col": node.span.col, "used_at": [s.line for s in node.trace],
+        "scope": list(node.scope), "implicit": node.implicit,
         "inputs": [r.graph.nodes[i].name for i in node.inputs],
         "shape": list(r.shapes[node.id].hwc(r.rank)), "params": c.params, "weights": c.weights, "biases": c.biases,
         "activations": c.activations, "macs": c.macs, "flops": 2 * c.macs, "other_ops": c.other_ops,
@@ -68,7 +69,7 @@ def _layer_json(r: Report, node) -> dict:
 
 def _block_json(r: Report, b: Block) -> dict:
     c, first, last = b.counts(r), r.graph.nodes[b.nodes[0]], r.graph.nodes[b.nodes[-1]]
-    return {"name": b.name, "line": first.span.line, "repeats": b.repeats,
+    return {"name": b.name, "line": _use_line(first), "repeats": b.repeats,
             "layers": [r.graph.nodes[i].name for i in b.nodes], "shape": list(r.shapes[last.id].hwc(r.rank)),
             "params": c.params, "weights": c.weights, "activations": c.activations, "macs": c.macs,
             "flops": 2 * c.macs, "other_ops": c.other_ops}
@@ -135,6 +136,11 @@ class Block:
         return total(r.counts[i] for i in self.nodes)
 
 
+def _use_line(node) -> int:
+    """The line a block's layer was written on, at the top level: where the block is used."""
+    return node.trace[0].line if node.trace else node.span.line
+
+
 def blocks(r: Report) -> list[Block]:
     """Top-level blocks in source order; nodes outside any block are not listed."""
     out: list[Block] = []
@@ -159,7 +165,7 @@ def _block_row(r: Report, b: Block) -> list[str]:
     weighted = sum(1 for i in b.nodes if isinstance(r.graph.nodes[i].op, (Conv, Linear, PartialConv))) // b.repeats
     label = f"BLOCK [{weighted} conv]" + (f" x{b.repeats}" if b.repeats > 1 else "")
     params = f"{c.weights:,}" + (f" + {c.biases:,}" if c.biases else "")
-    return [str(r.graph.nodes[b.nodes[0]].span.line), label, b.name, r.shapes[last.id].text(r.rank),
+    return [str(_use_line(r.graph.nodes[b.nodes[0]])), label, b.name, r.shapes[last.id].text(r.rank),
             f"{c.activations:,}", params, f"{c.macs:,}", _rf_text(r.rfs[last.id])]
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from cnndsl.diagnostics import Collector, Note
 from cnndsl.ir.graph import Graph
+from cnndsl.ir.ops import Conv
 from cnndsl.ir.shape import Shape
 
 
@@ -34,6 +35,9 @@ def receptive_fields(graph: Graph, shapes: tuple[Shape, ...]) -> tuple[RF, ...]:
                          f"{' vs '.join('x'.join(map(str, j)) for j in sorted(jumps))})",
                          Note("their output units would not line up; check the strides of each branch"))
         rf = max(ins, key=lambda r: r.size)
+        if isinstance(node.op, Conv) and node.op.transposed:
+            rfs.append(_upsampled(rf, node.op))
+            continue
         windows = node.op.windows(tuple(shapes[i] for i in node.inputs))
         if windows and len(windows) == len(rf.size):
             rf = RF(tuple(s + (w.extent - 1) * j for s, w, j in zip(rf.size, windows, rf.jump)),
@@ -42,3 +46,18 @@ def receptive_fields(graph: Graph, shapes: tuple[Shape, ...]) -> tuple[RF, ...]:
         rfs.append(rf)
     errors.raise_if_any()
     return tuple(rfs)
+
+
+def _upsampled(rf: RF, op: Conv) -> RF:
+    """Through a transposed conv: each output reads ceil(k/s) inputs per axis and the
+    jump shrinks by the stride (2x2 up-conv with stride 2: same field, half the jump)."""
+    size, jump, start = [], [], []
+    for n, j, st, k, s, p in zip(rf.size, rf.jump, rf.start, op.kernel, op.stride, op.pad):
+        size.append(n + (-(-k // s) - 1) * j)
+        jump.append(_num(j / s))
+        start.append(st + (p - (k - 1) / 2) * j / s)
+    return RF(tuple(size), tuple(jump), tuple(start))
+
+
+def _num(x: float) -> int | float:
+    return int(x) if x == int(x) else x

@@ -169,6 +169,13 @@ class _ToAst(Transformer):
         size, words, arg = c
         return ast.Head(size and self._size(size), words, arg, _span(self.src, meta))
 
+    def head_1d(self, meta, c):
+        size, words, arg = c
+        if not str(size).isdigit():
+            raise CnnDslError([Diagnostic(_tok_span(self.src, size), f"a kernel size must be a whole number, not {size}")])
+        span = _tok_span(self.src, size)
+        return ast.Head(ast.SizeLit((int(str(size)),), span), words, arg, _span(self.src, meta))
+
     def words(self, meta, c):
         return tuple(str(w) for w in c)
 
