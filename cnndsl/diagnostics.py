@@ -41,7 +41,7 @@ class CnnDslError(Exception):
     """The one exception cnndsl raises for bad input: it carries every diagnostic found."""
 
     def __init__(self, diagnostics: Iterable[Diagnostic]):
-        self.diagnostics = tuple(sorted(diagnostics, key=_order))
+        self.diagnostics = tuple(sorted(dict.fromkeys(diagnostics), key=_order))  # a block used twice errs once
         super().__init__(self.render())
 
     def render(self) -> str:

@@ -19,8 +19,8 @@ class Source:
         return cls(str(path), Path(path).read_text(encoding="utf-8"))
 
     def line_text(self, line: int) -> str:
-        lines = self.text.splitlines()
-        return lines[line - 1] if 0 < line <= len(lines) else ""
+        lines = self.text.split("\n")  # as the parser counts lines: not at \f, \v or \u2028
+        return lines[line - 1].rstrip("\r") if 0 < line <= len(lines) else ""
 
 
 @dataclass(frozen=True, slots=True)

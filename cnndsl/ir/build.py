@@ -42,6 +42,7 @@ class _Frame:
     scope: tuple[str, ...] = ()
     trace: tuple[Span, ...] = ()
     calls: tuple[str, ...] = ()
+    copies: int = 1  # how many times the enclosing repeats build this place
 
 
 class Builder:
@@ -65,15 +66,16 @@ class Builder:
         frame = _Frame(Env({}))
         self._directives(statements, frame)
         shape = self.override or self.settings.input
-        if shape is None:
-            span = Span(self.module.source, 1, 1, 1, 2)
-            self.errors.error(span, "no input size", Note("add a line such as `input 224x224x3` (HxWxC)"))
+        if shape is None:  # point at the first layer, which has nothing to read
+            first = [st.span for st in statements if isinstance(st, ast.Line) and not layers.directive(st)]
+            span = first[0] if first else Span(self.module.source, 1, 1, 1, 2)
+            self.errors.error(span, "no input size", Note("add a line such as `input 224x224x3` (HxWxC) before the first layer"))
             self.errors.raise_if_any()
         self._add(Input(shape), (), self.settings.input_span or Span(self.module.source, 1, 1, 1, 2), frame, "input")
         try:
             self._statements(statements, 0, frame)
         except _TooBig as exc:
-            self.errors.error(exc.span, exc.message)
+            self.errors.items.append(BuildError(exc.span, exc.message).diagnostic(exc.trace))
         self.errors.raise_if_any()
         return self._finish()
 
@@ -131,15 +133,15 @@ class Builder:
         residual = opts.flag("residual")
         stride = opts.int("stride", 1) if (residual or not isinstance(line.unit, ast.Head)) else 1
         count = positive_int(line.repeat, frame.env, "repeat count") if line.repeat is not None else 1
-        if count > MAX_NODES or len(self.nodes) + count > MAX_NODES:
-            raise BuildError(line.repeat.span, f"repeat count {count:,} is too large: a network may have at most {MAX_NODES:,} layers")
+        if line.repeat is not None:
+            self._check_repeat(line, count, frame)
         if not isinstance(line.unit, ast.Head):
             opts.finish(("residual", "stride"), "a group")
         label = line.label or (self._fresh(frame.scope, "layer") if residual else None)
         grouped = label is not None and (count > 1 or not isinstance(line.unit, ast.Head))
         scope = frame.scope + ((label,) if grouped else ())
         for rep in range(count):
-            sub = replace(frame, scope=scope + ((str(rep),) if grouped and count > 1 else ()))
+            sub = replace(frame, scope=scope + ((str(rep),) if grouped and count > 1 else ()), copies=frame.copies * count)
             first_stride = stride if rep == 0 else 1
             if residual:
                 current = self._residual(line, current, sub, first_stride)
@@ -150,6 +152,19 @@ class Builder:
                 raise BuildError(line.span, f"name '{line.label}' is already used")
             self.labels[line.label] = current
         return current
+
+    def _check_repeat(self, line: ast.Line, count: int, frame: _Frame) -> None:
+        """Refuse a repeat that would make more than MAX_NODES layers before building any of it."""
+        each = _min_layers(line.unit, self.blocks, {})
+        total = frame.copies * count * each
+        if total <= MAX_NODES and len(self.nodes) + count * each <= MAX_NODES:
+            return
+        if each <= 1 and frame.copies == 1:
+            raise BuildError(line.repeat.span, f"repeat count {count:,} is too large: a network may have at most {MAX_NODES:,} layers")
+        detail = f"{count:,} copies" + (f" of at least {each:,} layers" if each > 1 else "") + \
+            (f", built {frame.copies:,} times by the enclosing repeats" if frame.copies > 1 else "")
+        raise _TooBig(line.repeat.span, f"repeat count {count:,} is too large: it makes at least {total:,} layers "
+                                        f"({detail}); a network may have at most {MAX_NODES:,}", frame.trace)
 
     def _unit(self, line: ast.Line, current: int, frame: _Frame, stride: int) -> int:
         unit = line.unit
@@ -190,6 +205,9 @@ class Builder:
     def _call(self, call: ast.Call, current: int, frame: _Frame, stride: int, named: bool = False) -> int:
         block = self.blocks.get(call.name)
         if block is None:
+            if (call.name.lower(),) in layers.KINDS:  # `FC (k+1)` reads as a use of a block named FC
+                raise BuildError(call.span, f"'{call.name}' is a layer, not a block",
+                                 Note(f"`{call.name} (...)` reads as a block use; write the number without the outer parentheses"))
             raise BuildError(call.span, f"unknown block '{call.name}'", *layers.suggest(call.name, self.blocks))
         if call.name in frame.calls:
             chain = " -> ".join((*frame.calls, call.name))
@@ -203,7 +221,7 @@ class Builder:
         values.update({p: evaluate(a, frame.env) for p, a in zip(block.params, call.args)})
         env = Env(values)
         scope = frame.scope if named else frame.scope + (self._fresh(frame.scope, call.name),)
-        inner = _Frame(env, scope, frame.trace + (call.span,), frame.calls + (call.name,))
+        inner = _Frame(env, scope, frame.trace + (call.span,), frame.calls + (call.name,), frame.copies)
         self._directives([s for s in block.body if isinstance(s, ast.Let)], inner)
         statements = block.body
         if stride != 1:
@@ -243,7 +261,8 @@ class Builder:
     def _skip(self, line: ast.Line, ref: tuple[str, str, ast.Head], current: int, frame: _Frame) -> int:
         join, name, head = ref
         if name not in self.labels:
-            raise BuildError(head.span, f"'{name}' is not defined before this line",
+            at = replace(head.span, col=head.span.end_col - len(name)) if head.span.end_line == head.span.line else head.span
+            raise BuildError(at, f"'{name}' is not defined before this line",
                              *layers.suggest(name, self.labels, "named layers so far"))
         other = self.labels[name]
         opts = layers.Options(line.options, frame.env)
@@ -289,9 +308,34 @@ class Builder:
         return label in frame.scope
 
 
+def _min_layers(unit: ast.Unit, blocks: dict[str, ast.BlockDef], known: dict[str, int]) -> int:
+    """A lower bound on the layers one copy of `unit` makes, counting only literal repeats."""
+    if isinstance(unit, ast.Head):
+        return 1
+    if isinstance(unit, ast.Call):
+        if unit.name not in known and unit.name in blocks:
+            known[unit.name] = 0  # a recursive use counts nothing (it is an error anyway)
+            body = [s for s in blocks[unit.name].body if isinstance(s, ast.Line)]
+            known[unit.name] = _min_lines(body, blocks, known)
+        return known.get(unit.name, 1)
+    return _min_lines(unit.lines if isinstance(unit, ast.Group) else unit.branches, blocks, known)
+
+
+def _min_lines(lines, blocks: dict[str, ast.BlockDef], known: dict[str, int]) -> int:
+    total = 0
+    for line in lines:
+        if layers.directive(line) or layers.is_identity(line):
+            continue
+        n = line.repeat.value if isinstance(line.repeat, ast.Num) and isinstance(line.repeat.value, int) else 1
+        total += max(1, n) * _min_layers(line.unit, blocks, known)
+    return total
+
+
 class _TooBig(Exception):
-    def __init__(self, span: Span, message: str):
-        self.span, self.message = span, message
+    """The network is too large: stop building at once (every further copy would fail too)."""
+
+    def __init__(self, span: Span, message: str, trace: tuple[Span, ...] = ()):
+        self.span, self.message, self.trace = span, message, trace
 
 
 def _drop_last_policy_activation(nodes: list[Node]) -> list[Node]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 from cnndsl.diagnostics import Diagnostic, Note
@@ -37,8 +38,7 @@ def evaluate(expr: ast.Value, env: Env) -> float:
             result = v
         case ast.Var(name=name, span=span):
             if name not in env.values:
-                known = ", ".join(sorted(env.values)) or "none"
-                raise BuildError(span, f"'{name}' is not defined", Note(f"constants in scope: {known}"))
+                raise undefined(name, span, env)
             result = env.values[name]
         case ast.Neg(operand=o):
             result = -evaluate(o, env)
@@ -54,8 +54,20 @@ def evaluate(expr: ast.Value, env: Env) -> float:
         case _:  # pragma: no cover
             raise AssertionError(expr)
     if abs(result) > MAX_VALUE:
-        raise BuildError(expr.span, f"value {result:,.0f} is absurdly large")
+        if abs(result) == float("inf"):
+            raise BuildError(expr.span, "value is too large to represent (infinite)")
+        raise BuildError(expr.span, f"value {result:,.0f} is absurdly large (at most {MAX_VALUE:,})")
     return result
+
+
+def undefined(name: str, span: Span, env: Env) -> BuildError:
+    """'x' is not defined, with the closest constant in scope or the list of them."""
+    close = difflib.get_close_matches(name, list(env.values), n=1)
+    if close:
+        return BuildError(span, f"'{name}' is not defined", Note(f"did you mean '{close[0]}'?"))
+    if env.values:
+        return BuildError(span, f"'{name}' is not defined", Note(f"constants in scope: {', '.join(sorted(env.values))}"))
+    return BuildError(span, f"'{name}' is not defined", Note(f"define it with a line such as `let {name} = 64`"))
 
 
 def integer(expr: ast.Value, env: Env, what: str) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from cnndsl.ir.ops import Shapes, _Pointwise, _slide
+from cnndsl.ir.ops import Shapes, _Pointwise, _slide, _spatial
 from cnndsl.ir.shape import Shape, ShapeProblem, Window
 
 
@@ -100,7 +100,7 @@ class Shortcut(_Pointwise):
         sub = tuple(-(-n // self.stride) for n in x.spatial)
         if sub != y.spatial and x.spatial != y.spatial:
             raise ShapeProblem(f"residual shortcut cannot take {x.text()} to {y.text()} with stride {self.stride}",
-                               "the block's stride must be the ratio of its input and output sizes")
+                               *_stride_hint(x, y, self.stride))
         if self.mode == "zero-pad" and y.channels < x.channels:
             raise ShapeProblem(f"zero-pad shortcut cannot reduce {x.channels} channels to {y.channels}")
         return y
@@ -134,6 +134,15 @@ class Shortcut(_Pointwise):
         return False
 
 
+def _stride_hint(x: Shape, y: Shape, stride: int) -> tuple[str, ...]:
+    """What to write when a residual group's output size is not its input's divided by its stride."""
+    r = x.spatial[0] // y.spatial[0] if x.spatial and y.spatial and y.spatial[0] else 0
+    if stride == 1 and r > 1 and tuple(-(-a // r) for a in x.spatial) == y.spatial:
+        return (f"the group shrinks its input {r}x: write `, stride {r}` on the group itself (after `residual`) so that "
+                "the shortcut strides too; a stride inside the brackets does not reach it",)
+    return ("the group's stride must be the ratio of its input and output sizes",)
+
+
 @dataclass(frozen=True, slots=True)
 class PartialConv(_Pointwise):
     """LeNet-5's C3: output map j sees only the input maps in `table[j]`."""
@@ -142,7 +151,7 @@ class PartialConv(_Pointwise):
     kernel: tuple[int, ...]
 
     def infer(self, ins: Shapes) -> Shape:
-        x = ins[0]
+        x = _spatial("conv", ins, len(self.kernel))
         for j, row in enumerate(self.table):
             bad = [i for i in row if not 0 <= i < x.channels]
             if bad:
@@ -177,6 +186,7 @@ class Subsample(_Pointwise):
 
     def infer(self, ins: Shapes) -> Shape:
         what = f"{'x'.join(map(str, self.kernel))} subsampling"
+        _spatial("subsampling", ins, len(self.kernel))
         return Shape(ins[0].channels, _slide(ins, tuple(Window(k, k) for k in self.kernel), False, what))
 
     def weights(self, ins: Shapes, out: Shape) -> int:

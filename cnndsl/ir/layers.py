@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Callable
 
 from cnndsl.diagnostics import Note
-from cnndsl.ir.expr import BuildError, Env, evaluate, integer, positive_int
+from cnndsl.ir.expr import BuildError, Env, evaluate, integer, positive_int, undefined
 from cnndsl.ir.joins import PartialConv, Subsample
 from cnndsl.ir.ops import (LRN, Activation, BatchNorm, Conv, Dropout, Flatten, GlobalPool, Linear, Maxout, Pool)
 from cnndsl.ir.shape import MAX_DIM, Shape
@@ -91,7 +91,8 @@ class Options:
 
 
 def suggest(name: str, known, what: str = "") -> tuple[Note, ...]:
-    close = difflib.get_close_matches(name, list(known), n=1)
+    """`did you mean 'x'?` for the closest known name (`max` -> `max pool`), else the list of them."""
+    close = sorted(k for k in known if k.startswith(name + " ")) or difflib.get_close_matches(name, list(known), n=1)
     if close:
         return (Note(f"did you mean '{close[0]}'?"),)
     return (Note(f"{what}: {', '.join(sorted(known))}"),) if what and known else ()
@@ -110,8 +111,10 @@ def _per_axis(opts: Options, key: str, rank: int, default: tuple[int, ...], mini
         for d in dims:
             if d < minimum:
                 raise BuildError(opt.span, f"{key} must be at least {minimum}, got {d}")
-        return dims
-    return (positive_int(opt.value, opts.env, key, minimum),) * rank
+    value = dims if isinstance(opt.value, ast.SizeLit) else (positive_int(opt.value, opts.env, key, minimum),) * rank
+    if max(value) > MAX_DIM:
+        raise BuildError(opt.span, f"{key} {max(value):,} is absurdly large (at most {MAX_DIM:,})")
+    return value
 
 
 def _kernel(head: ast.Head, opts: Options, default: tuple[int, ...] | None, what: str) -> tuple[int, ...]:
@@ -119,8 +122,8 @@ def _kernel(head: ast.Head, opts: Options, default: tuple[int, ...] | None, what
     if size is None:
         opt = opts.value("kernel")
         if opt is not None:
-            return _per_axis(Options((opt,), opts.env), "kernel", 2, (1, 1)) if not isinstance(opt.value, ast.SizeLit) \
-                else opt.value.dims
+            rank = len(opt.value.dims) if isinstance(opt.value, ast.SizeLit) else 2
+            return _per_axis(Options((opt,), opts.env), "kernel", rank, (1,) * rank)
         if default is None:
             raise BuildError(head.span, f"{what} needs a kernel size, e.g. `3x3 {what}, 64`")
         return default
@@ -128,6 +131,8 @@ def _kernel(head: ast.Head, opts: Options, default: tuple[int, ...] | None, what
         raise BuildError(size.span, f"a {len(size.dims)}D kernel; cnndsl supports 1D, 2D and 3D")
     if min(size.dims) < 1:
         raise BuildError(size.span, "kernel sizes must be at least 1")
+    if max(size.dims) > MAX_DIM:
+        raise BuildError(size.span, f"kernel size {max(size.dims):,} is absurdly large (at most {MAX_DIM:,})")
     if len(size.dims) == 1:
         return size.dims
     return size.dims
@@ -150,6 +155,9 @@ def _pad(opts: Options, kernel: tuple[int, ...], dilation: tuple[int, ...]) -> t
 def _width(head: ast.Head, opts: Options, what: str) -> int:
     expr = head.arg if head.arg is not None and not isinstance(head.arg, ast.SizeLit) else opts.take_positional()
     if expr is None:
+        bare = [o for o in opts.keyed.values() if o.value is None and o.key not in FLAGS]
+        if bare:  # `3x3 conv, w` with no constant w: a bare word is read as an option
+            raise undefined(bare[0].key, bare[0].span, opts.env)
         raise BuildError(head.span, f"{what} needs a number of output channels, e.g. `3x3 conv, 64`")
     n = positive_int(expr, opts.env, f"the number of {what} channels")
     if n > MAX_DIM:
@@ -197,10 +205,10 @@ def _table(opts: Options) -> tuple[tuple[int, ...], ...] | None:
     text = opt.value.name if isinstance(opt.value, ast.Var) else None
     if not text or not text.startswith("m"):
         raise BuildError(opt.span, "write a connection table as `table m012-m123-...`: one group of input map digits per output map")
-    rows = tuple(tuple(int(c) for c in part[1:]) for part in text.split("-"))
-    if any(not part[1:].isdigit() for part in text.split("-")):
+    parts = text.split("-")
+    if any(not (part[:1] == "m" and part[1:].isascii() and part[1:].isdigit()) for part in parts):
         raise BuildError(opt.span, "each group of a connection table is `m` followed by input map digits, e.g. m012")
-    return rows
+    return tuple(tuple(int(c) for c in part[1:]) for part in parts)
 
 
 def _upconv(head: ast.Head, opts: Options, rules: dict) -> Made:
@@ -340,9 +348,13 @@ def _lookup(words: tuple[str, ...], span: Span) -> Callable:
     maker = KINDS.get(key)
     if maker is None:
         text = " ".join(words)
-        names = [" ".join(k) for k in KINDS]
-        raise BuildError(span, f"unknown layer '{text}'", *suggest(text.lower(), names, "known layers"))
+        close = suggest(text.lower(), [" ".join(k) for k in KINDS])  # every spelling, aliases too
+        raise BuildError(span, f"unknown layer '{text}'", *close or (Note(f"known layers: {LAYER_NAMES}"),))
     return maker
+
+
+LAYER_NAMES = ("conv, up-conv, max pool, average pool, global average pool, FC, flatten, dropout, batch norm, LRN, "
+               "relu, leaky relu, elu, tanh, sigmoid, softmax, maxout, subsample")
 
 
 def rule_step(step: ast.RuleStep, env: Env) -> tuple[object, str]:
@@ -357,6 +369,9 @@ def rule_step(step: ast.RuleStep, env: Env) -> tuple[object, str]:
 
 def make(head: ast.Head, options: tuple[ast.Option, ...], env: Env, rules: dict) -> Made:
     """The ops one layer line makes (a conv under a rule makes conv, BN, ReLU)."""
+    key = tuple(w.lower() for w in head.words)
+    if key not in KINDS and key[:-1] in KINDS and head.arg is None:  # `FC k`: the last word is a constant
+        head = replace(head, words=head.words[:-1], arg=ast.Var(head.words[-1], head.span))
     return _lookup(head.words, head.span)(head, Options(options, env), rules)
 
 

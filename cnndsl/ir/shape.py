@@ -74,8 +74,7 @@ def window_out(size: int, w: Window, ceil: bool, what: str, shown: str | None = 
         if unread > max(0, w.stride - w.extent):
             raise ShapeProblem(
                 f"{what} doesn't fit a {shown} input: {_formula(size, w)} = {_fmt(span / w.stride + 1)}, "
-                f"so the last {unread} row{'s' if unread > 1 else ''}/column{'s' if unread > 1 else ''} "
-                "of the input would never be read",
+                f"so the last {f'{unread} rows/columns' if unread > 1 else 'row/column'} of the input would never be read",
                 _fix(size, w),
             )
     return out
@@ -87,13 +86,17 @@ def _formula(size: int, w: Window) -> str:
 
 
 def _fmt(x: float) -> str:
-    return str(int(x)) if x == int(x) else f"{x:.2f}"
+    if x == int(x):
+        return str(int(x))
+    text = f"{x:.2f}"
+    return f"{x:.10g}" if float(text) == int(float(text)) else text  # 1.999999997, not 2.00
 
 
 def _fix(size: int, w: Window) -> str:
     """Suggest the nearest input size and the smallest padding that fit exactly or harmlessly."""
-    fits = [p for p in range(w.pad + 1, w.pad + w.extent + 1) if _fits(size, Window(w.kernel, w.stride, p, w.dilation))]
-    bigger = next(s for s in range(size + 1, size + w.stride + 1) if (s + 2 * w.pad - w.extent) % w.stride == 0)
+    pads = range(w.pad + 1, w.pad + min(w.extent, 64) + 1)  # bounded: a hint must not take forever
+    fits = [p for p in pads if _fits(size, Window(w.kernel, w.stride, p, w.dilation))]
+    bigger = size + w.stride - (size + 2 * w.pad - w.extent) % w.stride
     smaller = size - (size + 2 * w.pad - w.extent) % w.stride
     options = [f"an input of {bigger}x{bigger}"]
     if smaller >= w.extent:

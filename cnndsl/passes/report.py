@@ -46,7 +46,7 @@ class Report:
             "schema": SCHEMA, "network": self.graph.name, "source": self.source_name,
             "input": list(self.shapes[0].hwc(self.rank)), "batch": self.batch, "dtype": self.dtype,
             "layers": layers,
-            "blocks": [_block_json(r, b) for b in blocks(r)],
+            "blocks": [_block_json(self, b) for b in blocks(self)],
             "totals": {"params": t.params, "weights": t.weights, "biases": t.biases,
                        "activations": t.activations, "activation_bytes": t.activations * nbytes,
                        "macs": t.macs, "flops": 2 * t.macs, "other_ops": t.other_ops},
@@ -76,8 +76,9 @@ def _block_json(r: Report, b: Block) -> dict:
 
 
 def _kind(op) -> str:
-    name = type(op).__name__
-    return "".join("_" + ch.lower() if ch.isupper() and i else ch.lower() for i, ch in enumerate(name))
+    name = type(op).__name__  # BatchNorm -> batch_norm, LRN -> lrn (not l_r_n)
+    return "".join("_" + ch.lower() if ch.isupper() and i and name[i - 1].islower() else ch.lower()
+                   for i, ch in enumerate(name))
 
 
 # -- text ----------------------------------------------------------------------------------

@@ -11,6 +11,9 @@ from cnndsl.ir.ops import Conv
 from cnndsl.ir.shape import Shape
 
 
+MAX_JUMP = 2**53  # beyond this an RF start is no longer exact as a float
+
+
 @dataclass(frozen=True, slots=True)
 class RF:
     size: tuple[int, ...]
@@ -31,15 +34,19 @@ def receptive_fields(graph: Graph, shapes: tuple[Shape, ...]) -> tuple[RF, ...]:
         ins = [rfs[i] for i in node.inputs[:node.op.data_inputs]]
         jumps = {r.jump for r in ins}
         if len(jumps) > 1:
-            errors.error(node.span, "branches joined here have different strides (receptive-field jumps "
-                         f"{' vs '.join('x'.join(map(str, j)) for j in sorted(jumps))})",
+            each = ", ".join(f"branch {i} {'x'.join(map(str, r.jump))}" for i, r in enumerate(ins, 1))
+            errors.error(node.span, f"branches joined here have different strides (receptive-field jumps: {each})",
                          Note("their output units would not line up; check the strides of each branch"))
         rf = max(ins, key=lambda r: r.size)
         if isinstance(node.op, Conv) and node.op.transposed:
             rfs.append(_upsampled(rf, node.op))
             continue
         windows = node.op.windows(tuple(shapes[i] for i in node.inputs))
-        if windows and len(windows) == len(rf.size):
+        jump = max((j * w.stride for w, j in zip(windows or (), rf.jump)), default=1)
+        if jump > MAX_JUMP:  # the start would overflow a float
+            errors.error(node.span, f"the strides up to here multiply to {jump:,}, far beyond any input size",
+                         Note("a stride larger than its input leaves one output position; check the strides"))
+        elif windows and len(windows) == len(rf.size):
             rf = RF(tuple(s + (w.extent - 1) * j for s, w, j in zip(rf.size, windows, rf.jump)),
                     tuple(j * w.stride for w, j in zip(windows, rf.jump)),
                     tuple(st + ((w.extent - 1) / 2 - w.pad) * j for st, w, j in zip(rf.start, windows, rf.jump)))

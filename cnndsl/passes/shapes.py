@@ -24,7 +24,7 @@ def infer_shapes(graph: Graph) -> tuple[Shape, ...]:
         except ShapeProblem as exc:
             notes = [Note(n) for n in exc.notes]
             if ins:
-                notes.insert(0, Note(f"input here: {' + '.join(s.text() for s in ins)}"))
+                notes.insert(0, Note(f"input{'s' if len(ins) > 1 else ''} here: {', '.join(s.text() for s in ins)}"))
             notes += [Note("in the block used here", s) for s in reversed(node.trace)]
             errors.error(node.span, exc.message, *notes)
             out = None

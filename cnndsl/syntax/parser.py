@@ -6,6 +6,8 @@ from lark escapes.
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -45,14 +47,29 @@ def _parser() -> Lark:
 def parse(source: Source) -> ast.Module:
     """Parse a source into an AST, or raise CnnDslError with located diagnostics."""
     _check_limits(source)
+    with _gc_paused():
+        try:
+            tree = _parser().parse(source.text)
+        except UnexpectedInput as exc:
+            raise CnnDslError([_syntax_diagnostic(source, exc)]) from None
+        try:
+            return ast.Module(source, _ToAst(source).transform(tree))
+        except VisitError as exc:
+            raise exc.orig_exc from None
+
+
+@contextmanager
+def _gc_paused():
+    """Parsing allocates a tree of small objects whose growing number made the cyclic
+    GC's passes over them superlinear (a third of a 10,000-line parse); they hold no
+    cycles, so collection can wait until the parse is done."""
+    enabled = gc.isenabled()
+    gc.disable()
     try:
-        tree = _parser().parse(source.text)
-    except UnexpectedInput as exc:
-        raise CnnDslError([_syntax_diagnostic(source, exc)]) from None
-    try:
-        return ast.Module(source, _ToAst(source).transform(tree))
-    except VisitError as exc:
-        raise exc.orig_exc from None
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _check_limits(source: Source) -> None:
@@ -60,19 +77,44 @@ def _check_limits(source: Source) -> None:
     if len(source.text) > MAX_SOURCE_CHARS:
         span = Span(source, 1, 1, 1, 2)
         raise CnnDslError([Diagnostic(span, f"file too large ({len(source.text):,} characters; at most {MAX_SOURCE_CHARS:,})")])
-    depth, line, col = 0, 1, 0
-    for ch in source.text:
+    for stack in _bracket_stacks(source.text, len(source.text)):
+        if len(stack) > MAX_NESTING:
+            _, line, col = stack[-1]
+            raise CnnDslError([Diagnostic(Span(source, line, col, line, col + 1),
+                                          f"brackets nested more than {MAX_NESTING} deep",
+                                          (Note("flatten the structure, or define a named block and use it"),))])
+
+
+_CLOSE_OF = {"[": "]", "(": ")", "{": "}"}
+
+
+def _bracket_stacks(text: str, end: int):
+    """The brackets open after each bracket before offset `end`, comments skipped:
+    a list of (char, line, col), innermost last. The last one yielded is the state at `end`."""
+    stack: list[tuple[str, int, int]] = []
+    line, col, comment = 1, 0, False
+    yield stack
+    for ch in text[:end]:
         col += 1
         if ch == "\n":
-            line, col = line + 1, 0
-        elif ch in "[({":
-            depth += 1
-            if depth > MAX_NESTING:
-                span = Span(source, line, col, line, col + 1)
-                raise CnnDslError([Diagnostic(span, f"brackets nested more than {MAX_NESTING} deep",
-                                              (Note("flatten the structure, or define a named block and use it"),))])
-        elif ch in "])}":
-            depth = max(0, depth - 1)
+            line, col, comment = line + 1, 0, False
+        elif comment or ch not in "[](){}#":
+            continue
+        elif ch == "#":
+            comment = True
+        elif ch in _CLOSE_OF:
+            stack.append((ch, line, col))
+            yield stack
+        elif stack and _CLOSE_OF[stack[-1][0]] == ch:
+            stack.pop()
+            yield stack
+
+
+def _open_brackets(text: str, end: int) -> list[tuple[str, int, int]]:
+    stack: list[tuple[str, int, int]] = []
+    for stack in _bracket_stacks(text, end):
+        pass
+    return stack
 
 
 _TOKEN_WORDS = {
@@ -82,38 +124,79 @@ _TOKEN_WORDS = {
     "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "EQUAL": "'='", "COLON": "':'",
     "X": "'x' (repeat)", "__ANON_0": "'->'", "LET": "'let'", "BLOCK": "'block'",
 }
+# Most useful first: what ends or continues a line, then values, then operators.
+_TOKEN_ORDER = ("_NL", "COMMA", "RSQB", "RPAR", "RBRACE", "SEMICOLON", "NAME", "NUMBER", "SIGNED", "SIZE",
+                "X", "LSQB", "LPAR", "LBRACE", "COLON", "$END", "PLUS", "MINUS", "STAR", "SLASH", "EQUAL", "__ANON_0")
+_CLOSING = {"RSQB": "[", "RPAR": "(", "RBRACE": "{"}
 
 
-def _describe(expected: set[str]) -> str:
-    words = sorted({_TOKEN_WORDS.get(t, t.lower()) for t in expected})
-    return ", ".join(words[:8]) + (", ..." if len(words) > 8 else "")
+def _describe(expected: set[str], open_brackets: list[tuple[str, int, int]]) -> str:
+    """The expected tokens in words; a closing bracket only when that bracket is open."""
+    inner = open_brackets[-1][0] if open_brackets else None
+    kept = [t for t in expected if t not in _CLOSING or _CLOSING[t] == inner]
+    rank = {t: i for i, t in enumerate(_TOKEN_ORDER)}
+    kept.sort(key=lambda t: (rank.get(t, len(rank)), t))
+    words = list(dict.fromkeys(_TOKEN_WORDS.get(t, "'" + t.lower() + "'") for t in kept))
+    return ", ".join(words[:6]) + (", ..." if len(words) > 6 else "")
 
 
 def _syntax_diagnostic(source: Source, exc: UnexpectedInput) -> Diagnostic:
+    """One diagnostic in the user's words for lark's exception (no lark token names)."""
     line, col = max(1, exc.line or 1), max(1, exc.column or 1)
+    at_end = isinstance(exc, UnexpectedEOF) or isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
+    offset = len(source.text) if at_end or exc.pos_in_stream is None else exc.pos_in_stream
+    open_brackets = _open_brackets(source.text, offset)
+    if at_end and open_brackets:
+        return _unclosed(source, open_brackets[-1])
+    if isinstance(exc, UnexpectedToken) and not at_end:
+        special = _bracket_or_comma(source, exc, open_brackets)
+        if special is not None:
+            return special
     if isinstance(exc, UnexpectedCharacters):
         char = source.text[exc.pos_in_stream] if exc.pos_in_stream < len(source.text) else "?"
         message = f"unexpected character {char!r}"
         width = 1
-    elif isinstance(exc, UnexpectedToken) and exc.token.type == "$END":
+    elif at_end:
         message, width = "unexpected end of file", 1
         line, col = _end_position(source)
     elif isinstance(exc, UnexpectedToken):
         shown = "end of line" if exc.token.type == "_NL" else repr(str(exc.token))
         message, width = f"unexpected {shown}", max(1, len(str(exc.token).rstrip()))
-    elif isinstance(exc, UnexpectedEOF):
-        message, width = "unexpected end of file", 1
-        line, col = _end_position(source)
     else:  # pragma: no cover - lark has no other UnexpectedInput subclasses
         message, width = "syntax error", 1
     expected = getattr(exc, "expected", None) or getattr(exc, "allowed", None) or set()
-    notes = (Note(f"expected {_describe(set(expected))}"),) if expected else ()
+    notes = (Note(f"expected {_describe(set(expected), open_brackets)}"),) if expected else ()
     return Diagnostic(Span(source, line, col, line, col + width), message, notes)
 
 
+def _unclosed(source: Source, bracket: tuple[str, int, int]) -> Diagnostic:
+    char, line, col = bracket
+    return Diagnostic(Span(source, line, col, line, col + 1), f"'{char}' is never closed",
+                      (Note(f"add '{_CLOSE_OF[char]}' where it should end"),))
+
+
+def _bracket_or_comma(source: Source, exc: UnexpectedToken, open_brackets) -> Diagnostic | None:
+    """Clearer words for a closing bracket that closes nothing, and for a ',' with nothing after it."""
+    tok = exc.token
+    if tok.type in _CLOSING:
+        span = _tok_span(source, tok)
+        if not open_brackets:
+            return Diagnostic(span, f"unmatched '{tok}'", (Note(f"there is no '{_CLOSING[tok.type]}' open here"),))
+        char, line, col = open_brackets[-1]
+        if char != _CLOSING[tok.type]:
+            return Diagnostic(span, f"'{tok}' does not close the '{char}' still open",
+                              (Note(f"'{char}' opened here; close it with '{_CLOSE_OF[char]}' first",
+                                    Span(source, line, col, line, col + 1)),))
+    last = (getattr(exc, "token_history", None) or [None])[-1]
+    if last is not None and last.type == "COMMA" and tok.type in ("_NL", "COMMA", "SEMICOLON", *_CLOSING):
+        return Diagnostic(_tok_span(source, last), "expected an option after ','",
+                          (Note("remove the ',' or write an option after it, e.g. `stride 2`"),))
+    return None
+
+
 def _end_position(source: Source) -> tuple[int, int]:
-    lines = source.text.splitlines() or [""]
-    return len(lines), len(lines[-1]) + 1
+    lines = source.text.removesuffix("\n").split("\n")  # lines as lark counts them: "\n" only
+    return len(lines), len(lines[-1].rstrip("\r")) + 1
 
 
 def _span(source: Source, meta) -> Span:
