@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from cnndsl.diagnostics import CnnDslError
@@ -67,7 +68,54 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--batch", type=_positive, default=1, metavar="N", help="batch size for memory (default 1)")
     check.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32", help="element type for bytes")
     check.add_argument("--expand", action="store_true", help="list every layer inside blocks (default: one subtotal row a block)")
+    _compile_parser(sub)
     return p
+
+
+def _compile_parser(sub) -> None:
+    comp = sub.add_parser("compile", help="compile to PyTorch source (.py) or an ONNX model (.onnx)",
+                          description="Check FILE, then write it as readable standalone PyTorch source "
+                                      "(--target torch) or as an ONNX model with weights (--target onnx).")
+    comp.add_argument("file", metavar="FILE", help="an .arch file")
+    comp.add_argument("-o", "--output", required=True, metavar="OUT", help="the file to write (atomically)")
+    comp.add_argument("--target", choices=TARGETS, help="default: from OUT's extension (.py: torch, .onnx: onnx)")
+    comp.add_argument("--seed", type=int, metavar="N", help="seed of the initial weights (onnx; default 0)")
+    comp.add_argument("--input", type=_shape, metavar="HxWxC", help="override the file's input size")
+    _onnx_options(comp)
+    run = sub.add_parser("run", help="run an ONNX model (or an .arch file) with onnxruntime and time it",
+                         description="Run MODEL (.onnx, or an .arch file compiled in memory) with onnxruntime on "
+                                     "random input; print the output shape and the time per batch.")
+    run.add_argument("file", metavar="MODEL", help="an .onnx model or an .arch file")
+    run.add_argument("--provider", choices=("cpu", "cuda"), default="cpu", help="execution provider (default cpu)")
+    run.add_argument("--batch", type=_positive, default=1, metavar="N", help="batch size (default 1)")
+    run.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the input and of an .arch's weights")
+    run.add_argument("--iterations", type=_positive, default=10, metavar="N", help="timed runs (default 10)")
+    run.add_argument("--warmup", type=_count, default=3, metavar="N", help="untimed runs first (default 3)")
+    run.add_argument("--input", type=_shape, metavar="HxWxC", help="override an .arch file's input size")
+    _onnx_options(run)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of runs (0 or more), got {text!r}")
+    return int(text)
+
+
+def _onnx_options(p) -> None:
+    """Options of ONNX emission, shared by `compile` (.onnx) and `run` (.arch)."""
+    p.add_argument("--weights", metavar="FILE", help="weights: a state dict as .safetensors, .npz or .pt "
+                                                     "(default: the initialiser under --seed)")
+    p.add_argument("--fp16", action="store_true", help="weights and I/O in float16")
+    p.add_argument("--fold-bn", action="store_true", help="fold batch norm into the conv before it")
+    p.add_argument("--opset", type=_opset, metavar="N", help="ONNX opset, 17 (the default) or newer")
+
+
+def _opset(text: str) -> int:
+    from cnndsl.backends.onnx_emit import check_opset
+    try:
+        return check_opset(int(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc) if text.lstrip("-").isdigit() else f"not a number: {text!r}")
 
 
 def _version() -> str:
@@ -100,20 +148,88 @@ def _check(args) -> int:
     return 0
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a whole file or nothing: a temp file beside it, then rename."""
+def write_atomic(path: Path, data: bytes | Iterable[bytes | memoryview]) -> None:
+    """Write a whole file or nothing: a temp file beside it, then rename. `data`: the bytes,
+    or chunks of them (so that large weights need not be joined into one copy first)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in (data,) if isinstance(data, (bytes, bytearray)) else data:
+                f.write(chunk)
+        umask = os.umask(0)  # mkstemp makes the file 0600; give it the mode a plain open() would
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-COMMANDS = {"check": _check}
+TARGETS = ("torch", "onnx")
+_EXTENSIONS = {".py": "torch", ".onnx": "onnx"}
+
+
+def _compile(args) -> int:
+    out = Path(args.output)
+    target = args.target or _EXTENSIONS.get(out.suffix.lower())
+    if target is None:
+        raise UsageError(f"cannot tell the target from {args.output!r}: name it .py or .onnx, or pass --target")
+    if not out.parent.is_dir():
+        raise UsageError(f"no such directory: {out.parent}")
+    net = _load(args)
+    write_atomic(out, COMPILERS[target](net, args))
+    return 0
+
+
+def _compile_torch(net, args) -> bytes:
+    if args.seed is not None:
+        raise UsageError("--seed sets the weights stored in an .onnx file; a .py file holds no weights "
+                         "(for seeded weights in PyTorch use cnndsl.load(FILE).to_torch(seed=N))")
+    given = [flag for flag, value in (("--weights", args.weights), ("--fp16", args.fp16),
+                                      ("--fold-bn", args.fold_bn), ("--opset", args.opset)) if value]
+    if given:
+        raise UsageError(f"{given[0]} applies to ONNX output only (name the output .onnx, or pass --target onnx)")
+    from cnndsl.backends.torch_source import to_source
+    return to_source(net).encode()
+
+
+def _compile_onnx(net, args) -> list:
+    from cnndsl.backends.onnx_emit import DEFAULT_OPSET, serialize
+    from cnndsl.backends.weights_io import WeightsError
+    try:
+        return serialize(net, seed=args.seed or 0, weights=args.weights, fp16=args.fp16, fold_bn=args.fold_bn,
+                         opset=args.opset or DEFAULT_OPSET)
+    except WeightsError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _run(args) -> int:
+    from cnndsl.backends import ort_run
+    if Path(args.file).suffix.lower() == ".onnx":
+        if not Path(args.file).is_file():
+            raise UsageError(f"no such file: {args.file}")
+        model = args.file
+    else:
+        model = b"".join(_compile_onnx(_load(args), args))
+    try:
+        t = ort_run.run_model(model, args.provider, args.batch, args.seed, args.warmup, args.iterations)
+    except (ort_run.ProviderUnavailable, ort_run.ModelError) as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{Path(args.file).name} on {t.provider}: input {'x'.join(map(str, t.input_shape))}, "
+          f"output {'x'.join(map(str, t.output_shape))}")
+    print(f"batch {args.batch}: median {_ms(t.median_ms)} ms, p95 {_ms(t.p95_ms)} ms, {t.images_per_s:,.1f} images/s "
+          f"({t.warmup} warm-up + {len(t.times_ms)} timed runs)")
+    return 0
+
+
+def _ms(value: float) -> str:
+    """Three significant digits, without exponents: 0.123, 12.3, 1,234."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+COMPILERS = {"torch": _compile_torch, "onnx": _compile_onnx}
+COMMANDS = {"check": _check, "compile": _compile, "run": _run}
 
 
 def main(argv: list[str] | None = None) -> int:
