@@ -115,7 +115,7 @@ def machine() -> list[str]:
             f"- machine: `{' '.join(platform.uname())}`",
             f"- CPU: {cpu}, {os.cpu_count()} logical cores; load average at start {load}",
             f"- Python: {platform.python_version()} ({sys.executable})",
-            f"- command: `python benchmarks/check_speed.py` (from the repository root)"]
+            "- command: `python benchmarks/check_speed.py` (from the repository root)"]
 
 
 def run(repeats: int) -> tuple[list[str], list[str], list[str]]:

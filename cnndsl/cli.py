@@ -68,8 +68,32 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--batch", type=_positive, default=1, metavar="N", help="batch size for memory (default 1)")
     check.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32", help="element type for bytes")
     check.add_argument("--expand", action="store_true", help="list every layer inside blocks (default: one subtotal row a block)")
+    check.add_argument("--training", action="store_true",
+                       help="also predict the peak memory of one training step (forward, backward, optimizer step)")
+    check.add_argument("--optimizer", choices=("sgd", "sgd-momentum", "adam"), default="sgd-momentum",
+                       help="optimizer state for --training (default sgd-momentum)")
     _compile_parser(sub)
+    _bench_parser(sub)
     return p
+
+
+def _bench_parser(sub) -> None:
+    b = sub.add_parser("bench", help="time the compiled network (PyTorch or onnxruntime) and measure its memory",
+                       description="Compile FILE, warm up, time forward passes with proper synchronisation, and "
+                                   "report images/s, latency p50/p95, measured peak GPU memory and the peak "
+                                   "`check` predicts for the same settings.")
+    b.add_argument("file", metavar="FILE", help="an .arch file")
+    b.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="default torch")
+    b.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available, else cpu")
+    b.add_argument("--batch", type=_positive, default=1, metavar="N", help="batch size (default 1)")
+    b.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="default fp32")
+    b.add_argument("--channels-last", action="store_true", help="NHWC memory format (torch)")
+    b.add_argument("--compile", action="store_true", help="torch.compile the module first")
+    b.add_argument("--cuda-graphs", action="store_true", help="replay one captured CUDA graph (small batches)")
+    b.add_argument("--warmup", type=_positive, default=10, metavar="N", help="untimed iterations (default 10)")
+    b.add_argument("--iterations", type=_positive, default=50, metavar="N", help="timed iterations (default 50)")
+    b.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the weights and the input")
+    b.add_argument("--input", type=_shape, metavar="HxWxC", help="override the file's input size")
 
 
 def _compile_parser(sub) -> None:
@@ -135,7 +159,8 @@ def _load(args):
         raise UsageError(f"{args.file} is not UTF-8 text") from None
     except OSError as exc:
         raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
-    return compile_source(source, args.input, batch=getattr(args, "batch", 1), dtype=getattr(args, "dtype", "fp32"))
+    return compile_source(source, args.input, batch=getattr(args, "batch", 1), dtype=getattr(args, "dtype", "fp32"),
+                          training=getattr(args, "training", False), optimizer=getattr(args, "optimizer", "sgd-momentum"))
 
 
 def _check(args) -> int:
@@ -228,8 +253,35 @@ def _ms(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
+def _bench(args) -> int:
+    from cnndsl.backends import bench
+    device = args.device or ("cuda" if _cuda_available() else "cpu")
+    settings = bench.Settings(args.backend, device, args.batch, args.dtype, args.channels_last, args.compile,
+                              args.cuda_graphs, args.warmup, args.iterations, args.seed)
+    net = _load(args)
+    run = bench.bench_torch if args.backend == "torch" else bench.bench_onnxruntime
+    try:
+        r = run(net, settings, progress=lambda msg: print(f"cnndsl: {msg} ...", file=sys.stderr, flush=True))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    flags = ", ".join(f for f, on in (("channels-last", args.channels_last), ("torch.compile", args.compile),
+                                      ("CUDA graph", args.cuda_graphs)) if on)
+    print(f"{net.graph.name} on {device} ({args.backend}, {args.dtype}{', ' + flags if flags else ''}, batch {args.batch}): "
+          f"{r.images_per_s:,.1f} images/s; latency p50 {r.p50_ms:.3f} ms, p95 {r.p95_ms:.3f} ms "
+          f"({args.iterations} timed after {args.warmup} warm-up)")
+    measured = f"{r.peak_bytes / 1e6:,.1f} MB measured (torch.cuda.max_memory_allocated)" if r.peak_bytes else \
+        "not measured off CUDA"
+    print(f"peak memory: {measured}; {r.predicted_bytes / 1e6:,.1f} MB predicted by `cnndsl check --batch {args.batch}`")
+    return 0
+
+
+def _cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
 COMPILERS = {"torch": _compile_torch, "onnx": _compile_onnx}
-COMMANDS = {"check": _check, "compile": _compile, "run": _run}
+COMMANDS = {"check": _check, "compile": _compile, "run": _run, "bench": _bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,11 +44,14 @@ def parse_source(source: Source) -> ast.Module:
     return parse(source)
 
 
-def compile_source(source: Source, input_shape: Shape | None = None, batch: int = 1, dtype: str = "fp32") -> Network:
-    """Parse, build and check a source; raises CnnDslError with every problem found."""
+def compile_source(source: Source, input_shape: Shape | None = None, batch: int = 1, dtype: str = "fp32",
+                   training: bool = False, optimizer: str = "sgd-momentum") -> Network:
+    """Parse, build and check a source; raises CnnDslError with every problem found.
+    `batch`, `dtype`, `training` and `optimizer` only change the report's memory figures."""
     graph = build(parse(source), input_shape)
     shapes = infer_shapes(graph)
-    report = Report(graph, shapes, count(graph, shapes), receptive_fields(graph, shapes), source.name, batch, dtype)
+    report = Report(graph, shapes, count(graph, shapes), receptive_fields(graph, shapes), source.name, batch, dtype,
+                    training, optimizer)
     return Network(graph, report, source)
 
 

@@ -18,7 +18,6 @@ from cnndsl.backends import onnx_emit, ort_run
 from cnndsl.backends.params import init_params, param_specs
 from cnndsl.backends.weights_io import WeightsError
 from cnndsl.cli import main
-from cnndsl.ir.joins import Shortcut
 from cnndsl.ir.ops import BatchNorm, Conv
 from cnndsl.ir.shape import Shape
 
@@ -122,11 +121,6 @@ def _load(key: str) -> cnndsl.Network:
 
 
 KEYS = [p.stem for p in ARCHS] + list(FEATURES)
-
-
-def _has_bn(net: cnndsl.Network) -> bool:
-    return any(isinstance(n.op, BatchNorm) or isinstance(n.op, Shortcut) and n.op.mode == "projection"
-               for n in net.graph.nodes)
 
 
 @pytest.fixture(scope="module", params=KEYS)

@@ -12,9 +12,21 @@ from dataclasses import dataclass
 
 from cnndsl.ir.graph import Graph, Node
 from cnndsl.ir.joins import Add, Concat, PartialConv, Resize, Shortcut, Subsample
-from cnndsl.ir.ops import (LRN, Activation, BatchNorm, Conv, Dropout, Flatten, GlobalPool, Input, Linear, Maxout,
-                           Pool)
+from cnndsl.ir.ops import (
+    LRN,
+    Activation,
+    BatchNorm,
+    Conv,
+    Dropout,
+    Flatten,
+    GlobalPool,
+    Input,
+    Linear,
+    Maxout,
+    Pool,
+)
 from cnndsl.ir.shape import Shape
+from cnndsl.passes.memory import reads, relu_in_place
 
 try:
     from typing import assert_never
@@ -159,26 +171,9 @@ def shortcut_layer(op: Shortcut, in_channels: int, out_channels: int, rank: int)
     raise ValueError(f"the PyTorch backend has no shortcut {op.mode!r}")
 
 
-def data_inputs(node: Node) -> tuple[int, ...]:
-    """The inputs whose values a node reads (a shortcut's second input only gives its shape)."""
-    return node.inputs[:1] if isinstance(node.op, Shortcut) else node.inputs
-
-
-_FRESH = (Conv, BatchNorm, Linear, Add, Concat, Pool, GlobalPool, PartialConv, Subsample)
+data_inputs = reads  # the inputs a node reads at run time (shared with the memory model)
 
 
 def inplace_nodes(graph: Graph) -> frozenset[int]:
-    """The ReLUs that may overwrite their input: it is a fresh tensor (not a view, not
-    the network input, not needed by autograd in its output form) read by nothing else."""
-    readers: dict[int, int] = {}
-    for node in graph.nodes:
-        for i in data_inputs(node):
-            readers[i] = readers.get(i, 0) + 1
-    ok = set()
-    for node in graph.nodes:
-        if isinstance(node.op, Activation) and node.op.fn == "relu":
-            src = graph.nodes[node.inputs[0]]
-            fresh = isinstance(src.op, _FRESH) and not (isinstance(src.op, Add) and len(src.inputs) == 1)
-            if fresh and readers[src.id] == 1:  # a one-branch add passes its input through
-                ok.add(node.id)
-    return frozenset(ok)
+    """The ReLUs that may overwrite their input; the memory model uses the same rule."""
+    return relu_in_place(graph)

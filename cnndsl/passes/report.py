@@ -11,6 +11,7 @@ from cnndsl.ir.joins import PartialConv, Shortcut
 from cnndsl.ir.ops import Activation, BatchNorm, Conv, Linear
 from cnndsl.ir.shape import Shape
 from cnndsl.passes.counts import Counts, total
+from cnndsl.passes.memory import MemoryEstimate, estimate
 from cnndsl.passes.rf import RF
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
@@ -28,6 +29,8 @@ class Report:
     source_name: str
     batch: int = 1
     dtype: str = "fp32"
+    training: bool = False  # also predict the peak of a training step
+    optimizer: str = "sgd-momentum"
 
     @property
     def rank(self) -> int:
@@ -47,6 +50,7 @@ class Report:
             "input": list(self.shapes[0].hwc(self.rank)), "batch": self.batch, "dtype": self.dtype,
             "layers": layers,
             "blocks": [_block_json(self, b) for b in blocks(self)],
+            "memory": {name: _memory_json(m) for name, m in memory(self).items()},
             "totals": {"params": t.params, "weights": t.weights, "biases": t.biases,
                        "activations": t.activations, "activation_bytes": t.activations * nbytes,
                        "macs": t.macs, "flops": 2 * t.macs, "other_ops": t.other_ops},
@@ -65,6 +69,19 @@ def _layer_json(r: Report, node) -> dict:
         "activations": c.activations, "macs": c.macs, "flops": 2 * c.macs, "other_ops": c.other_ops,
         "rf": {"size": list(rf.size), "jump": list(rf.jump), "start": list(rf.start)},
     }
+
+
+def memory(r: Report) -> dict[str, MemoryEstimate]:
+    """Predicted peak bytes (PyTorch eager) of inference, and of a training step if asked."""
+    out = {"inference": estimate(r.graph, r.shapes, r.counts, r.batch, r.dtype)}
+    if r.training:
+        out["training"] = estimate(r.graph, r.shapes, r.counts, r.batch, r.dtype, training=True, optimizer=r.optimizer)
+    return out
+
+
+def _memory_json(m: MemoryEstimate) -> dict:
+    return {"peak_bytes": m.peak, "weights_bytes": m.weights, "activation_bytes": m.activations,
+            "gradient_bytes": m.gradients, "optimizer_bytes": m.optimizer_state, "peak_phase": m.phase}
 
 
 def _block_json(r: Report, b: Block) -> dict:
@@ -223,7 +240,21 @@ def _totals(r: Report) -> list[str]:
         f"weights mem  {_bytes(t.params * nbytes)} at {r.dtype}",
         f"MACs         {t.macs:,} ({human(t.macs)}) an image; FLOPs = 2 x MACs = {2 * t.macs:,} ({human(2 * t.macs)})",
         f"other ops    {t.other_ops:,} ({human(t.other_ops)}): BN, activations, pools, adds, softmax, LRN (not in MACs)",
+        *_memory_lines(r),
     ]
+
+
+def _memory_lines(r: Report) -> list[str]:
+    m = memory(r)
+    inf = m["inference"]
+    lines = [f"peak memory  {_bytes(inf.peak)} predicted for inference at batch {r.batch}, {r.dtype}: weights "
+             f"{_bytes(inf.weights)} + activations {_bytes(inf.activations)} (PyTorch eager; no cuDNN workspace)"]
+    if "training" in m:
+        tr = m["training"]
+        lines.append(f"             {_bytes(tr.peak)} predicted for a training step ({r.optimizer}, weight decay), at its "
+                     f"{tr.phase}: weights {_bytes(tr.weights)} + gradients {_bytes(tr.gradients)} + optimizer state "
+                     f"{_bytes(tr.optimizer_state)} + activations and temporaries {_bytes(tr.peak - tr.weights - tr.gradients - tr.optimizer_state)}")
+    return lines
 
 
 def _bytes(n: float) -> str:
