@@ -23,7 +23,6 @@ import json
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import cnndsl  # noqa: E402
+from cnndsl.backends.bench import time_once  # noqa: E402
 from cnndsl.backends.torch_module import load_by_order  # noqa: E402
 from cnndsl.passes.memory import estimate  # noqa: E402
 
@@ -47,20 +47,7 @@ CONFIGS = {  # name: (dtype, channels_last, compile)
 def timed(fn, x, device, warmup: int, iters: int) -> list[float]:
     for _ in range(warmup):
         fn(x)
-    times = []
-    for _ in range(iters):
-        if device.type == "cuda":
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn(x)
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
-        else:
-            t0 = time.perf_counter()
-            fn(x)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return times
+    return [time_once(fn, x, device) for _ in range(iters)]
 
 
 def pair(name: str, device, quick: bool):

@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from cnndsl.backends.ort_run import p95
 from cnndsl.passes.memory import estimate
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -47,8 +48,7 @@ class Result:
 
     @property
     def p95_ms(self) -> float:
-        ordered = sorted(self.times_ms)
-        return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+        return p95(self.times_ms)
 
     @property
     def images_per_s(self) -> float:
@@ -82,7 +82,7 @@ def bench_torch(network, s: Settings, progress: Callable[[str], None] = lambda _
         if s.cuda_graphs:
             run = _capture(run, x, progress)
         _reset_peak(device)
-        times = tuple(_timed(run, x, device) for _ in range(s.iterations))
+        times = tuple(time_once(run, x, device) for _ in range(s.iterations))
     return Result(s, times, _peak(device), _predicted(network, s))
 
 
@@ -126,7 +126,8 @@ def _capture(run, x: torch.Tensor, progress) -> Callable:
     return replay
 
 
-def _timed(run, x: torch.Tensor, device) -> float:
+def time_once(run, x: torch.Tensor, device) -> float:
+    """Milliseconds of one synchronised call `run(x)`: CUDA events on a GPU, the wall clock on a CPU."""
     if device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()

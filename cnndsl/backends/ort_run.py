@@ -42,12 +42,17 @@ class Timing:
 
     @property
     def p95_ms(self) -> float:
-        ordered = sorted(self.times_ms)
-        return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+        return p95(self.times_ms)
 
     @property
     def images_per_s(self) -> float:
         return self.input_shape[0] * 1000.0 / self.median_ms
+
+
+def p95(times: tuple[float, ...]) -> float:
+    """The 95th percentile of some timings (nearest rank)."""
+    ordered = sorted(times)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 def session(model: bytes | str, provider: str = "cpu"):

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field, replace
 
 from cnndsl.diagnostics import Collector, Note
 from cnndsl.ir import layers
+from cnndsl.ir.directives import apply_directive, directive
 from cnndsl.ir.expr import BuildError, Env, evaluate, positive_int
 from cnndsl.ir.graph import Graph, Node, Op
 from cnndsl.ir.joins import Add, Concat, Resize, Shortcut
 from cnndsl.ir.ops import Activation, Conv, Input, Linear
+from cnndsl.ir.options import Options, suggest
 from cnndsl.ir.shape import Shape
 from cnndsl.source import Span
 from cnndsl.syntax import ast
@@ -67,7 +69,7 @@ class Builder:
         self._directives(statements, frame)
         shape = self.override or self.settings.input
         if shape is None:  # point at the first layer, which has nothing to read
-            first = [st.span for st in statements if isinstance(st, ast.Line) and not layers.directive(st)]
+            first = [st.span for st in statements if isinstance(st, ast.Line) and not directive(st)]
             span = first[0] if first else Span(self.module.source, 1, 1, 1, 2)
             self.errors.error(span, "no input size", Note("add a line such as `input 224x224x3` (HxWxC) before the first layer"))
             self.errors.raise_if_any()
@@ -99,8 +101,8 @@ class Builder:
                     if st.name in self.blocks:
                         raise BuildError(st.span, f"block '{st.name}' is defined twice")
                     self.blocks[st.name] = st
-                elif isinstance(st, ast.Line) and layers.directive(st):
-                    layers.apply_directive(st, self.settings, frame.env)
+                elif isinstance(st, ast.Line) and directive(st):
+                    apply_directive(st, self.settings, frame.env)
             except BuildError as exc:
                 self.errors.items.append(exc.diagnostic(frame.trace))
 
@@ -115,7 +117,7 @@ class Builder:
 
     def _statements(self, statements, current: int, frame: _Frame) -> int:
         for st in statements:
-            if isinstance(st, ast.Line) and not layers.directive(st):
+            if isinstance(st, ast.Line) and not directive(st):
                 current = self._guarded_line(st, current, frame)
         return current
 
@@ -129,7 +131,7 @@ class Builder:
     # -- lines -------------------------------------------------------------------------
 
     def _line(self, line: ast.Line, current: int, frame: _Frame) -> int:
-        opts = layers.Options(line.options, frame.env)
+        opts = Options(line.options, frame.env)
         residual = opts.flag("residual")
         stride = opts.int("stride", 1) if (residual or not isinstance(line.unit, ast.Head)) else 1
         count = positive_int(line.repeat, frame.env, "repeat count") if line.repeat is not None else 1
@@ -208,7 +210,7 @@ class Builder:
             if (call.name.lower(),) in layers.KINDS:  # `FC (k+1)` reads as a use of a block named FC
                 raise BuildError(call.span, f"'{call.name}' is a layer, not a block",
                                  Note(f"`{call.name} (...)` reads as a block use; write the number without the outer parentheses"))
-            raise BuildError(call.span, f"unknown block '{call.name}'", *layers.suggest(call.name, self.blocks))
+            raise BuildError(call.span, f"unknown block '{call.name}'", *suggest(call.name, self.blocks))
         if call.name in frame.calls:
             chain = " -> ".join((*frame.calls, call.name))
             raise BuildError(call.span, f"block '{call.name}' uses itself ({chain}); blocks cannot be recursive",
@@ -263,9 +265,9 @@ class Builder:
         if name not in self.labels:
             at = replace(head.span, col=head.span.end_col - len(name)) if head.span.end_line == head.span.line else head.span
             raise BuildError(at, f"'{name}' is not defined before this line",
-                             *layers.suggest(name, self.labels, "named layers so far"))
+                             *suggest(name, self.labels, "named layers so far"))
         other = self.labels[name]
-        opts = layers.Options(line.options, frame.env)
+        opts = Options(line.options, frame.env)
         mode = "crop" if opts.flag("crop") else "pad" if opts.flag("pad") else None
         opts.finish(("crop", "pad"), f"{join} with a named layer")
         if mode:
@@ -324,7 +326,7 @@ def _min_layers(unit: ast.Unit, blocks: dict[str, ast.BlockDef], known: dict[str
 def _min_lines(lines, blocks: dict[str, ast.BlockDef], known: dict[str, int]) -> int:
     total = 0
     for line in lines:
-        if layers.directive(line) or layers.is_identity(line):
+        if directive(line) or layers.is_identity(line):
             continue
         n = line.repeat.value if isinstance(line.repeat, ast.Num) and isinstance(line.repeat.value, int) else 1
         total += max(1, n) * _min_layers(line.unit, blocks, known)

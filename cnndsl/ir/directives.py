@@ -1,0 +1,68 @@
+"""Network-level lines: `network NAME`, `input HxWxC`, `activation relu`, `shortcut
+projection|zero-pad`, `residual stride on 3x3|first`."""
+
+from __future__ import annotations
+
+from cnndsl.ir.expr import BuildError, Env, integer
+from cnndsl.ir.layers import lookup
+from cnndsl.ir.ops import Activation
+from cnndsl.ir.options import Options
+from cnndsl.ir.shape import MAX_DIM, Shape
+from cnndsl.syntax import ast
+
+DIRECTIVES = ("network", "input", "activation", "shortcut", "residual")
+
+
+def directive(line: ast.Line) -> bool:
+    unit = line.unit
+    return isinstance(unit, ast.Head) and unit.size is None and unit.words[0] in DIRECTIVES and line.label is None
+
+
+def apply_directive(line: ast.Line, settings, env: Env) -> None:
+    head: ast.Head = line.unit
+    word, rest = head.words[0], head.words[1:]
+    if word == "network":
+        if len(rest) != 1 or line.options or head.arg is not None:
+            raise BuildError(head.span, "write the network's name as one word: `network VGG16`")
+        settings.name = rest[0]
+    elif word == "input":
+        settings.input, settings.input_span = input_shape(head, env), head.span
+    elif word == "activation":
+        _activation(head, settings, env)
+    elif word == "shortcut":
+        if rest not in (("projection",), ("zero-pad",)):
+            raise BuildError(head.span, "shortcut must be `shortcut projection` (option B) or `shortcut zero-pad` (option A)")
+        settings.shortcut = rest[0]
+    elif word == "residual":
+        on = "3x3" if rest == ("stride", "on") and isinstance(head.arg, ast.SizeLit) else \
+            "first" if rest == ("stride", "on", "first") else None
+        if on is None:
+            raise BuildError(head.span, "write `residual stride on 3x3` (torchvision) or `residual stride on first` (the paper)")
+        settings.stride_on = on
+
+
+def _activation(head: ast.Head, settings, env: Env) -> None:
+    words = head.words[1:]
+    if words == ("none",):
+        settings.activation = None
+        return
+    op = lookup(words, head.span)(ast.Head(None, words, head.arg, head.span), Options((), env), {})[0][0]
+    if not isinstance(op, Activation) or op.fn == "softmax":
+        raise BuildError(head.span, f"`activation` takes relu, leaky relu, elu, tanh or sigmoid, not '{' '.join(words)}'")
+    settings.activation = (op.fn, op.alpha)
+
+
+def input_shape(head: ast.Head, env: Env) -> Shape:
+    """`input 224x224x3` (HxWxC), `input 56x300` (1D: length x channels), `input 16x112x112x3`, `input 784`."""
+    arg = head.arg
+    if arg is None or len(head.words) != 1:
+        raise BuildError(head.span, "write the input size as HxWxC, e.g. `input 224x224x3`")
+    dims = arg.dims if isinstance(arg, ast.SizeLit) else (integer(arg, env, "input size"),)
+    if len(dims) > 4:
+        raise BuildError(arg.span, f"input has {len(dims)} dimensions; at most 4 (DxHxWxC)")
+    for d in dims:
+        if d < 1:
+            raise BuildError(arg.span, f"input sizes must be at least 1, got {d}")
+        if d > MAX_DIM:
+            raise BuildError(arg.span, f"input size {d:,} is absurd (at most {MAX_DIM:,})")
+    return Shape(dims[-1], tuple(dims[:-1]))
