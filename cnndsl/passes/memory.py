@@ -112,6 +112,7 @@ class _Replay:
         self.weights = (params + buffers) * nbytes
         self.owner = _alias(graph, shapes, relu_in_place(graph), training)
         self.live: dict[object, int] = {}
+        self.now = 0  # sum of self.live, kept as it changes
         self.peak, self.peak_state = 0, None
 
     def size(self, node_id: int) -> int:
@@ -119,13 +120,14 @@ class _Replay:
 
     def alloc(self, key, nbytes: int, phase: str) -> None:
         self.live[key] = self.live.get(key, 0) + nbytes
+        self.now += nbytes
         self.observe(phase)
 
     def free(self, key) -> None:
-        self.live.pop(key, None)
+        self.now -= self.live.pop(key, 0)
 
     def observe(self, phase: str) -> None:
-        now = sum(self.live.values())
+        now = self.now
         if now > self.peak:
             self.peak = now
             grads = self.live.get("grads", 0)
@@ -160,8 +162,8 @@ class _Replay:
             if self.training:
                 for k, nbytes in self._saves(node):
                     saved[k] = nbytes
-                    if k not in self.live:
-                        self.live[k] = nbytes
+                    if k not in self.live:  # a tensor only backward needs: indices, a mask
+                        self.alloc(k, nbytes, "forward")
             for i in reads(node):
                 k = self.owner[i]
                 if last_read.get(k) == node.id and k not in saved and k != self.owner[g.output]:
