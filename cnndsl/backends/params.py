@@ -13,6 +13,8 @@ No torch here: numpy only.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,34 +92,47 @@ def param_specs(graph: Graph, shapes: tuple[Shape, ...]) -> list[ParamSpec]:
     return specs
 
 
+CHUNK = 1 << 22  # elements drawn by one generator: the unit of work shared out to threads
+
+
 def init_params(graph: Graph, shapes: tuple[Shape, ...], seed: int = 0) -> dict[str, np.ndarray]:
-    """torchvision-like initial values, drawn in structural order from one numpy generator:
-    convs Kaiming-normal (fan_out, ReLU gain), FC normal(0, 0.01), biases 0, BN scale 1 shift 0,
-    running mean 0 and variance 1, subsampling coefficient 1."""
-    rng = np.random.default_rng(seed)
+    """torchvision-like initial values: convs Kaiming-normal (fan_out, ReLU gain), FC
+    normal(0, 0.01), biases 0, BN scale 1 shift 0, running mean 0 and variance 1,
+    subsampling coefficient 1.
+
+    Each block of CHUNK elements of tensor i is drawn from its own generator, seeded by
+    (seed, i, block): the values depend on the seed alone, not on how many threads drew
+    them, and numpy draws outside the GIL, so the blocks are drawn in parallel."""
     values: dict[str, np.ndarray] = {}
-    for spec in param_specs(graph, shapes):
-        values[spec.key] = _initial(spec, rng)
+    jobs = []
+    for i, spec in enumerate(param_specs(graph, shapes)):
+        values[spec.key], std = _initial(spec)
+        if std is not None:
+            flat = values[spec.key].reshape(-1)
+            jobs += [(flat[c:c + CHUNK], std, (i, c // CHUNK)) for c in range(0, flat.size, CHUNK)]
+    with ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 1)) as pool:
+        list(pool.map(lambda job: _draw(seed, *job), jobs))
     return values
 
 
-def _initial(spec: ParamSpec, rng: np.random.Generator) -> np.ndarray:
+def _initial(spec: ParamSpec) -> tuple[np.ndarray, float | None]:
+    """The tensor (constants filled in) and the std of its normal draw, if it is drawn."""
     match spec.role:
         case "weight":
-            return _normal(rng, spec.shape, math.sqrt(2.0 / spec.fan_out))
+            return np.empty(spec.shape, np.float32), math.sqrt(2.0 / spec.fan_out)
         case "linear_weight":
-            return _normal(rng, spec.shape, 0.01)
+            return np.empty(spec.shape, np.float32), 0.01
         case "bias" | "bn_bias" | "running_mean":
-            return np.zeros(spec.shape, np.float32)
+            return np.zeros(spec.shape, np.float32), None
         case "bn_weight" | "running_var" | "subsample_weight":
-            return np.ones(spec.shape, np.float32)
+            return np.ones(spec.shape, np.float32), None
         case "num_batches_tracked":
-            return np.zeros(spec.shape, np.int64)
+            return np.zeros(spec.shape, np.int64), None
     raise AssertionError(spec.role)  # pragma: no cover
 
 
-def _normal(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.ndarray:
-    """float32 normal(0, std), scaled in place: VGG16's FC weights alone are 0.4 GB."""
-    values = rng.standard_normal(shape, dtype=np.float32)
-    values *= np.float32(std)
-    return values
+def _draw(seed: int, out: np.ndarray, std: float, key: tuple[int, int]) -> None:
+    """Fill `out` (a view) with float32 normal(0, std) from the generator of `key`, in place."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
+    rng.standard_normal(out=out, dtype=np.float32)
+    out *= np.float32(std)
