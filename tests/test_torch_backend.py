@@ -369,3 +369,21 @@ def test_compile_usage_errors(cli, tmp_path):
     assert cli("compile", arch, "-o", str(tmp_path / "missing" / "m.py")).code == 2
     result = cli("compile", arch, "--target", "torch", "-o", str(tmp_path / "m.txt"))
     assert result.code == 0 and (tmp_path / "m.txt").read_text().startswith('"""MnistConvNet')
+
+
+def test_module_attribute_list_matches_torch():
+    from cnndsl.backends.torch_names import MODULE_ATTRIBUTES
+    public = {n for n in dir(nn.Module) if not n.startswith("_")} | set(vars(nn.Module()))
+    assert {n for n in public if not n.startswith("_")} <= MODULE_ATTRIBUTES
+
+
+def test_label_clashing_with_nn_module_is_a_located_error(tmp_path, cli):
+    text = "input 8x8x3\nforward: 3x3 conv, 8\nFC 2\n"
+    with pytest.raises(cnndsl.CnnDslError) as err:
+        cnndsl.loads(text, name="clash.arch").to_torch()
+    (d,) = err.value.diagnostics
+    assert (d.span.line, d.span.col) == (2, 1) and "nn.Module attribute 'forward'" in d.message
+    src = tmp_path / "clash.arch"
+    src.write_text(text)
+    res = cli("compile", str(src), "-o", str(tmp_path / "clash.py"))
+    assert res.code == 1 and "clash.arch:2:1" in res.err and not (tmp_path / "clash.py").exists()

@@ -18,6 +18,7 @@ from torch import nn
 
 from cnndsl.backends import torch_layers
 from cnndsl.backends.params import init_params
+from cnndsl.backends.torch_names import check_layer_names
 from cnndsl.backends.torch_ops import Layer, data_inputs, describe, inplace_nodes
 from cnndsl.ir.graph import Graph
 from cnndsl.ir.shape import Shape
@@ -28,6 +29,7 @@ __all__ = ["CompiledNetwork", "Group", "build_layer", "load_by_order", "to_modul
 def to_module(network, seed: int = 0) -> "CompiledNetwork":
     """The network (a cnndsl.Network) as an nn.Module on the CPU, holding the shared
     initialiser's weights for `seed` (the same as the ONNX backend's for that seed)."""
+    check_layer_names(network.graph)
     module = CompiledNetwork(network.graph, network.shapes, allocate=False)
     values = init_params(network.graph, network.shapes, seed)
     module.load_state_dict({k: torch.from_numpy(v) for k, v in values.items()}, strict=True, assign=True)

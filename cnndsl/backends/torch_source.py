@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from cnndsl.backends.torch_code import Params, assign, expr, forward, identifier, input_names
+from cnndsl.backends.torch_names import check_layer_names
 from cnndsl.backends.torch_ops import Layer, describe
 from cnndsl.backends.torch_units import Analysis, Unit, analyse
 
@@ -26,6 +27,7 @@ HELPERS = ("named", "center_crop", "zero_pad", "Maxout", "ZeroPadShortcut", "Sub
 def to_source(network) -> str:
     """The network (a cnndsl.Network) as the text of a Python module."""
     graph, shapes = network.graph, network.shapes
+    check_layer_names(graph)
     net = analyse(graph, shapes)
     root_name = _class_name(graph.name)
     names = _class_names(net, root_name)
