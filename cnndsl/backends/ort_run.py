@@ -64,13 +64,15 @@ def session(model: bytes | str, provider: str = "cpu"):
             f"onnxruntime has no {name} here (available: {', '.join(ort.get_available_providers())})"
             + ("; CUDA needs the onnxruntime-gpu package and an NVIDIA GPU" if provider == "cuda" else ""))
     options = [{"prefer_nhwc": "1"}] if provider == "cuda" else [{}]
+    ort.set_default_logger_severity(4)  # its failures reach the user as our own one-line errors below
     try:
         sess = ort.InferenceSession(model, providers=[name], provider_options=options)
     except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...) are not public API
         what = model if isinstance(model, str) else "the model"
         raise ModelError(f"onnxruntime cannot load {what}: {str(exc).strip()}") from None
     if sess.get_providers()[0] != name:  # onnxruntime falls back quietly when the provider fails to load
-        raise ProviderUnavailable(f"onnxruntime could not start {name} (it fell back to {sess.get_providers()[0]})")
+        raise ProviderUnavailable(f"onnxruntime could not start {name} (it fell back to {sess.get_providers()[0]})"
+                                  + ("; CUDA needs an NVIDIA GPU with CUDA 13 and cuDNN 9" if provider == "cuda" else ""))
     return sess
 
 
