@@ -88,9 +88,10 @@ def _alias(graph: Graph, shapes, inplace: frozenset[int], training: bool) -> lis
     return owner
 
 
-def _projection(graph: Graph, shapes, node_id: int) -> bool:
-    op = graph.nodes[node_id].op
-    return isinstance(op, Shortcut) and op.mode == "projection" and not _identity(graph, shapes, node_id)
+def _projections(graph: Graph, shapes) -> frozenset[int]:
+    """The shortcuts that are a 1x1 conv + BN (not the identity, not zero-padding)."""
+    return frozenset(n.id for n in graph.nodes if isinstance(n.op, Shortcut) and n.op.mode == "projection"
+                     and not _identity(graph, shapes, n.id))
 
 
 def estimate(graph: Graph, shapes, counts: tuple[Counts, ...], batch: int = 1, dtype: str = "fp32",
@@ -103,11 +104,12 @@ class _Replay:
     """Replays allocations and frees in execution order, tracking the peak."""
 
     def __init__(self, graph, shapes, counts, batch, nbytes, training, optimizer, weight_decay):
-        self.g, self.shapes, self.batch, self.nbytes = graph, shapes, batch, nbytes
+        self.g, self.shapes, self.counts, self.batch, self.nbytes = graph, shapes, counts, batch, nbytes
         self.training, self.optimizer, self.weight_decay = training, optimizer, weight_decay
+        self.projections = _projections(graph, shapes)
         params = total(counts).params
         buffers = sum(2 * shapes[n.inputs[0]].channels for n in graph.nodes if isinstance(n.op, BatchNorm))
-        buffers += sum(2 * shapes[n.id].channels for n in graph.nodes if _projection(graph, shapes, n.id))
+        buffers += sum(2 * shapes[i].channels for i in self.projections)
         self.param_bytes = params * nbytes
         self.weights = (params + buffers) * nbytes
         self.owner = _alias(graph, shapes, relu_in_place(graph), training)
@@ -137,22 +139,22 @@ class _Replay:
 
     def run(self) -> MemoryEstimate:
         self.alloc("weights", self.weights, "forward")
-        saved = self.forward()
+        self.forward()
         if self.training:
-            self.backward(saved)
+            self.backward()
             self.step()
         acts, grads, state, phase = self.peak_state
         return MemoryEstimate(self.peak, self.weights, acts, grads, state, phase)
 
     # -- forward -------------------------------------------------------------------------
 
-    def forward(self) -> dict[object, int]:
+    def forward(self) -> None:
         g = self.g
         last_read = {}
         for node in g.nodes:
             for i in reads(node):
                 last_read[self.owner[i]] = node.id
-        saved: dict[object, int] = {}
+        saved: set[object] = set()  # kept for backward: never freed in the forward pass
         for node in g.nodes:
             key = self.owner[node.id]
             if key not in self.live:
@@ -161,7 +163,7 @@ class _Replay:
                 self.alloc(extra, nbytes, "forward")
             if self.training:
                 for k, nbytes in self._saves(node):
-                    saved[k] = nbytes
+                    saved.add(k)
                     if k not in self.live:  # a tensor only backward needs: indices, a mask
                         self.alloc(k, nbytes, "forward")
             for i in reads(node):
@@ -171,17 +173,16 @@ class _Replay:
             for extra, _ in self._forward_temps(node):
                 if extra not in saved:
                     self.free(extra)
-        return saved
 
     def _forward_temps(self, node) -> list[tuple[object, int]]:
         """Tensors an op makes besides its output: a projection shortcut's conv output."""
-        if _projection(self.g, self.shapes, node.id):
+        if node.id in self.projections:
             return [(("proj", node.id), self.size(node.id))]
         return []
 
     def _saves(self, node) -> list[tuple[object, int]]:
         """What autograd keeps for this node's backward (keys name the storage)."""
-        op, g = node.op, self.g
+        op = node.op
         x = node.inputs[0] if node.inputs else None
         inp = [(self.owner[x], self.size(x))] if x is not None else []
         match op:
@@ -199,7 +200,7 @@ class _Replay:
                 return [(("mask", node.id), self.shapes[node.id].numel * self.batch)]
             case Maxout():
                 return [(("indices", node.id), self.shapes[node.id].numel * self.batch * 8)]
-            case Shortcut() if _projection(g, self.shapes, node.id):
+            case Shortcut() if node.id in self.projections:
                 return inp + [(("proj", node.id), self.size(node.id))]
             case Input() | Flatten() | Add() | Concat() | Resize() | Shortcut():
                 return []
@@ -207,13 +208,11 @@ class _Replay:
 
     # -- backward and step ---------------------------------------------------------------
 
-    def backward(self, saved: dict[object, int]) -> None:
+    def backward(self) -> None:
         g = self.g
         out = g.output
         self.alloc(("grad", out), self.size(out), "backward")  # d loss / d output
         readers_left: dict[object, int] = {}
-        for key in saved:
-            readers_left[key] = 0
         for node in g.nodes:
             for key, _ in self._saves(node):
                 readers_left[key] = readers_left.get(key, 0) + 1
@@ -223,18 +222,13 @@ class _Replay:
             for i in reads(node):
                 if not isinstance(g.nodes[i].op, Input):
                     self.alloc(("grad", i), self.size(i), "backward")
-            if self.counts_params(node):
-                self.alloc("grads", self.counts_params(node) * self.nbytes, "backward")
+            if self.counts[node.id].params:
+                self.alloc("grads", self.counts[node.id].params * self.nbytes, "backward")
             self.free(("grad", node.id))
             for key, _ in self._saves(node):
                 readers_left[key] -= 1
                 if readers_left[key] <= 0:
                     self.free(key)
-
-    def counts_params(self, node) -> int:
-        ins = tuple(self.shapes[i] for i in node.inputs)
-        out = self.shapes[node.id]
-        return node.op.weights(ins, out) + node.op.biases(ins, out)
 
     def step(self) -> None:
         for key in [k for k in self.live if k not in ("weights", "grads")]:
