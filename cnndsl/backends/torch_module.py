@@ -19,9 +19,10 @@ from torch import nn
 from cnndsl.backends import torch_layers
 from cnndsl.backends.params import init_params
 from cnndsl.backends.torch_names import check_layer_names
-from cnndsl.backends.torch_ops import Layer, data_inputs, describe, inplace_nodes
+from cnndsl.backends.torch_ops import Layer, describe
 from cnndsl.ir.graph import Graph
 from cnndsl.ir.shape import Shape
+from cnndsl.passes.memory import reads as node_reads, relu_in_place
 
 __all__ = ["CompiledNetwork", "Group", "build_layer", "load_by_order", "to_module"]
 
@@ -70,10 +71,10 @@ class CompiledNetwork(nn.Module):
         """allocate=False: leave torch.nn layers without storage, for load_state_dict(assign=True)."""
         super().__init__()
         self.network_name = graph.name
-        inplace = inplace_nodes(graph)
+        inplace = relu_in_place(graph)  # the memory model assumes the same in-place ReLUs
         last_use: dict[int, int] = {}
         for node in graph.nodes:
-            for i in data_inputs(node):
+            for i in node_reads(node):
                 last_use[i] = node.id
         plan = []
         for node in graph.nodes:
@@ -81,7 +82,7 @@ class CompiledNetwork(nn.Module):
             path = tuple(node.name.split("."))
             if step.layer is not None:
                 _attach(self, path, build_layer(step.layer, allocate))
-            reads = data_inputs(node)
+            reads = node_reads(node)
             frees = tuple(i for i in dict.fromkeys(reads) if last_use[i] == node.id and i != graph.output)
             plan.append(_Planned(node.id, step.apply, path if step.layer else None, reads, frees))
         self._plan = tuple(plan)

@@ -10,23 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cnndsl.ir.graph import Graph, Node
+from cnndsl.ir.graph import Node
 from cnndsl.ir.joins import Add, Concat, PartialConv, Resize, Shortcut, Subsample
-from cnndsl.ir.ops import (
-    LRN,
-    Activation,
-    BatchNorm,
-    Conv,
-    Dropout,
-    Flatten,
-    GlobalPool,
-    Input,
-    Linear,
-    Maxout,
-    Pool,
-)
+from cnndsl.ir.ops import LRN, Activation, BatchNorm, Conv, Dropout, Flatten, GlobalPool, Input, Linear, Maxout, Pool
 from cnndsl.ir.shape import Shape
-from cnndsl.passes.memory import reads, relu_in_place
 
 try:
     from typing import assert_never
@@ -170,10 +157,3 @@ def shortcut_layer(op: Shortcut, in_channels: int, out_channels: int, rank: int)
         return Layer("nn.Sequential", (conv, batch_norm(out_channels, rank)))
     raise ValueError(f"the PyTorch backend has no shortcut {op.mode!r}")
 
-
-data_inputs = reads  # the inputs a node reads at run time (shared with the memory model)
-
-
-def inplace_nodes(graph: Graph) -> frozenset[int]:
-    """The ReLUs that may overwrite their input; the memory model uses the same rule."""
-    return relu_in_place(graph)

@@ -17,10 +17,11 @@ from __future__ import annotations
 import keyword
 from dataclasses import dataclass, field, replace
 
-from cnndsl.backends.torch_ops import Layer, data_inputs as reads, describe, inplace_nodes, shortcut_layer
+from cnndsl.backends.torch_ops import Layer, describe, shortcut_layer
 from cnndsl.ir.graph import Graph, Node
 from cnndsl.ir.joins import Shortcut
 from cnndsl.ir.shape import Shape
+from cnndsl.passes.memory import reads, relu_in_place
 
 CHANNELS = {"in_channels", "out_channels", "num_features", "in_features", "out_features", "channels"}
 _POSITIONAL = {"Conv": ("in_channels", "out_channels"), "ConvTranspose": ("in_channels", "out_channels"),
@@ -100,7 +101,7 @@ def analyse(graph: Graph, shapes: tuple[Shape, ...]) -> Analysis:
     """Split the graph into units and group equal class structures."""
     root = _tree(graph)
     _interfaces(root, graph)
-    inplace = inplace_nodes(graph)
+    inplace = relu_in_place(graph)
     classes: dict = {}
     unit = _unit(root, graph, shapes, inplace, classes, is_root=True)
     return Analysis(graph, shapes, unit, classes)
