@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import cnndsl  # noqa: E402
-from cnndsl.backends.bench import time_once  # noqa: E402
+from cnndsl.backends import ort_run  # noqa: E402
+from cnndsl.backends.bench import capture_cuda_graph, time_once  # noqa: E402
 from cnndsl.backends.torch_module import load_by_order  # noqa: E402
 from cnndsl.passes.memory import estimate  # noqa: E402
 
@@ -91,36 +92,15 @@ def cuda_graph_row(args, device) -> dict | None:
     ours = ours.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
     x = torch.randn(1, 3, 224, 224, device=device, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                ours(x)
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            ours(x)
-        t = timed(lambda _: g.replay(), x, device, args.warmup, args.iters)
+        t = timed(capture_cuda_graph(ours, x), x, device, args.warmup, args.iters)
     row = {"model": "resnet50", "batch": 1, "config": "CUDA graph bf16 channels-last", "cnndsl_ms": statistics.median(t)}
     print(json.dumps(row), flush=True)
     return row
 
 
-def ort_session(model_bytes: bytes, device):
-    import onnxruntime as ort
-    if device.type == "cuda":
-        providers = [("CUDAExecutionProvider", {"prefer_nhwc": "1"}), "CPUExecutionProvider"]
-    else:
-        providers = ["CPUExecutionProvider"]
-    sess = ort.InferenceSession(model_bytes, providers=providers)
-    if device.type == "cuda" and sess.get_providers()[0] != "CUDAExecutionProvider":
-        raise RuntimeError(f"onnxruntime fell back to {sess.get_providers()}")
-    return sess
-
-
 def ort_time(model_bytes: bytes, batch: int, half: bool, device, args) -> float:
     """Median ms a batch, inputs and outputs bound to device memory (I/O binding)."""
-    sess = ort_session(model_bytes, device)
+    sess = ort_run.session(model_bytes, "cuda" if device.type == "cuda" else "cpu")
     dtype = torch.float16 if half else torch.float32
     x = torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)
     out_shape = (batch, 1000)

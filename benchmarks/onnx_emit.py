@@ -193,12 +193,12 @@ def report(lines: list[str], rows: list[str], summary: list[str], stage_rows: li
         "`torch.onnx.export` in eval mode folds batch norm into the convolutions, so `--fold-bn` is the "
         "like-for-like node count; without it cnndsl keeps each BatchNormalization node (inference-exact "
         "either way). The random-weights rows differ in what they draw: cnndsl draws its normals with numpy "
-        "on one thread, torchvision with torch's initialisers.", "",
+        "(blocks in parallel threads), torchvision with torch's initialisers.", "",
         "## Against the target", "",
         *summary, "",
         "Both files from the weights file compute the same function (onnxruntime, CPU). The stage table below "
         "gives the floor of `cnndsl compile`: interpreter, imports and parsing cost a few tenths of a second, "
-        "and the rest grows with the weights, drawn by numpy on one thread and written to the file "
+        "and the rest grows with the weights, drawn by numpy (in parallel threads) and written to the file "
         "(VGG16's 553 MB).", "",
         "## Where the time of `cnndsl compile` goes", "",
         f"Median seconds of each stage in a fresh interpreter ({repeats} runs; interpreter start-up, about "

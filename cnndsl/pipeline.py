@@ -14,7 +14,7 @@ from cnndsl.ir.shape import Shape
 from cnndsl.passes import count, infer_shapes, receptive_fields
 from cnndsl.passes.report import Report
 from cnndsl.source import Source
-from cnndsl.syntax import ast, parse
+from cnndsl.syntax import parse
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +38,6 @@ class Network:
         """An `onnx.ModelProto` emitted from the IR (imports onnx, not torch)."""
         from cnndsl.backends.onnx_emit import to_onnx
         return to_onnx(self, **options)
-
-
-def parse_source(source: Source) -> ast.Module:
-    return parse(source)
 
 
 def compile_source(source: Source, input_shape: Shape | None = None, batch: int = 1, dtype: str = "fp32",

@@ -80,7 +80,8 @@ def bench_torch(network, s: Settings, progress: Callable[[str], None] = lambda _
         for _ in range(max(1, s.warmup)):
             run(x)
         if s.cuda_graphs:
-            run = _capture(run, x, progress)
+            progress("capturing a CUDA graph")
+            run = capture_cuda_graph(run, x)
         _reset_peak(device)
         times = tuple(time_once(run, x, device) for _ in range(s.iterations))
     return Result(s, times, _peak(device), _predicted(network, s))
@@ -105,9 +106,9 @@ def _input(network, batch: int, device, dtype, fmt, seed: int) -> torch.Tensor:
     return x.to(device=device, dtype=dtype).contiguous(memory_format=fmt) if x.dim() == 4 else x.to(device, dtype)
 
 
-def _capture(run, x: torch.Tensor, progress) -> Callable:
-    """Capture one forward pass in a CUDA graph; replaying it skips the Python and launch overhead."""
-    progress("capturing a CUDA graph")
+def capture_cuda_graph(run, x: torch.Tensor) -> Callable:
+    """Capture one forward pass of `run` on inputs like `x` in a CUDA graph; the returned
+    function copies its input in and replays the graph, skipping Python and launch overhead."""
     static_x = x.clone()
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())

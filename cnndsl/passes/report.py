@@ -3,7 +3,6 @@ JSON form of the same data (schema "cnndsl.check/1", documented in the README)."
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from cnndsl.ir.graph import Graph
@@ -262,7 +261,3 @@ def _bytes(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{n:.0f} B"
-
-
-def spatial_product(shape: Shape) -> int:
-    return math.prod(shape.spatial)
