@@ -10,10 +10,9 @@ from cnndsl.ir.joins import PartialConv, Shortcut
 from cnndsl.ir.ops import Activation, BatchNorm, Conv, Linear
 from cnndsl.ir.shape import Shape
 from cnndsl.passes.counts import Counts, total
-from cnndsl.passes.memory import MemoryEstimate, estimate
+from cnndsl.passes.memory import DTYPE_BYTES, MemoryEstimate, estimate
 from cnndsl.passes.rf import RF
 
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 SCHEMA = "cnndsl.check/1"
 
 
