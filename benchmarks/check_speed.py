@@ -40,13 +40,13 @@ def _child_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(argv: list[str], repeats: int) -> tuple[float, float, float, str]:
+def timed(argv: list[str], repeats: int, env: dict | None = None) -> tuple[float, float, float, str]:
     """Running argv to completion `repeats` times: (median wall s, min wall s, median CPU s
     (user + sys of the child: steadier than wall time on a busy machine), last stdout line)."""
     walls, cpus, out = [], [], ""
     for _ in range(repeats):
         cpu, start = _child_cpu(), time.perf_counter()
-        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env)
         walls.append(time.perf_counter() - start)
         cpus.append(_child_cpu() - cpu)
         if done.returncode != 0:

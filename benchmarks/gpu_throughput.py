@@ -127,14 +127,14 @@ def exported(name: str, half: bool) -> bytes:
 
 
 def ort_rows(args, device) -> list[dict]:
-    from cnndsl.backends.onnx_emit import serialize
+    from cnndsl.backends.onnx_emit import to_bytes
     rows = []
     for name, big in MODELS.items():
         net = cnndsl.load(ROOT / "architectures" / f"{name}.arch")
         for half in (False, True):
             if half and device.type != "cuda":
                 continue
-            ours = b"".join(serialize(net, seed=0, fp16=half, fold_bn=True))
+            ours = to_bytes(net, seed=0, fp16=half, fold_bn=True)
             theirs = exported(name, half)
             for batch in ((2,) if args.quick else (big, 1)):
                 row = {"model": name, "batch": batch, "config": f"onnxruntime {'fp16' if half else 'fp32'}"}

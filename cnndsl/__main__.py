@@ -1,3 +1,3 @@
-from cnndsl.cli import main
+from cnndsl.cli import entry
 
-raise SystemExit(main())
+entry()

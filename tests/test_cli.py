@@ -187,3 +187,21 @@ def test_python_m_cnndsl_exit_codes(path, code):
                           timeout=60)
     assert proc.returncode == code, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_python_m_cnndsl_output_is_whole(cli):
+    """The process ends without tearing the interpreter down (cnndsl.cli.entry): what it printed
+    through a pipe is all there, as in-process."""
+    for path in (VGG, BROKEN):
+        proc = subprocess.run([sys.executable, "-m", "cnndsl", "check", path, "--json"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        expected = cli("check", path, "--json")
+        assert (proc.returncode, proc.stdout, proc.stderr) == (expected.code, expected.out, expected.err)
+
+
+def test_closed_pipe_is_quiet():
+    """`cnndsl check --json | head -c 10`: the reader goes away with 300 KB unread; cnndsl exits 0
+    without a word (pipefail: the exit code is cnndsl's)."""
+    command = f"set -o pipefail; {sys.executable} -m cnndsl check architectures/resnet152.arch --json | head -c 10"
+    proc = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and len(proc.stdout) == 10 and proc.stderr == ""

@@ -197,6 +197,28 @@ def test_same_seed_same_weights_as_torch():
     assert net.to_onnx(seed=5).SerializeToString() != net.to_onnx(seed=6).SerializeToString()
 
 
+@pytest.mark.parametrize("fold_bn, fp16", [(False, False), (True, False), (True, True)])
+def test_streamed_weights_are_the_initialisers(fold_bn, fp16):
+    """What `cnndsl compile` streams (drawn a block at a time into reused buffers, folded and cast
+    block by block) is byte for byte the model built from the whole arrays the PyTorch backend
+    gets; resnet18's larger tensors span several blocks (fc: 2, layer4's convs: 9)."""
+    net = _load("resnet18")
+    whole = init_params(net.graph, net.shapes, seed=5)
+    reference = net.to_onnx(weights=whole, fold_bn=fold_bn, fp16=fp16).SerializeToString()
+    assert onnx_emit.to_bytes(net, seed=5, fold_bn=fold_bn, fp16=fp16) == reference
+    assert net.to_onnx(seed=5, fold_bn=fold_bn, fp16=fp16).SerializeToString() == reference
+
+
+def test_initialiser_variances():
+    """Uniform draws with torchvision's variances: Kaiming (2 / fan_out) for convs, 0.01 ** 2 for FC."""
+    net = _load("vgg11")
+    values = init_params(net.graph, net.shapes, seed=0)
+    conv, fc = values["conv3.weight"], values["fc3.weight"]  # 256x128x3x3, 1000x4096
+    assert abs(conv.std() / (2 / (256 * 9)) ** 0.5 - 1) < 0.01 and abs(fc.std() / 0.01 - 1) < 0.01
+    bound = (3 * 2 / (256 * 9)) ** 0.5
+    assert -bound <= conv.min() and conv.max() < bound and conv.min() < -0.99 * bound
+
+
 def _perturbation(net) -> dict[str, np.ndarray]:
     """New values for what the initialiser leaves trivial: BN scale, shift and statistics, biases."""
     rng = np.random.default_rng(7)

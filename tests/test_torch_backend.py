@@ -113,7 +113,7 @@ def test_seed_gives_the_shared_initialiser_weights():
     a, b, c = net.to_torch(seed=3).state_dict(), net.to_torch(seed=3).state_dict(), net.to_torch(seed=4).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["conv1.weight"], c["conv1.weight"])
-    w = a["conv1.weight"]  # Kaiming normal, fan_out = 8 * 3 * 3
+    w = a["conv1.weight"]  # Kaiming variance, fan_out = 8 * 3 * 3
     assert abs(w.std().item() - (2 / 72) ** 0.5) < 0.05 and torch.all(a["bn1.weight"] == 1)
 
 

@@ -90,10 +90,10 @@ def bench_torch(network, s: Settings, progress: Callable[[str], None] = lambda _
 def bench_onnxruntime(network, s: Settings, progress: Callable[[str], None] = lambda _: None) -> Result:
     """Time `network` emitted to ONNX and run by onnxruntime with I/O binding."""
     from cnndsl.backends import ort_run
-    from cnndsl.backends.onnx_emit import serialize
+    from cnndsl.backends.onnx_emit import to_bytes
     check_settings(s)
     progress("emitting ONNX")
-    model = b"".join(serialize(network, seed=s.seed, fp16=s.dtype == "fp16", fold_bn=True))
+    model = to_bytes(network, seed=s.seed, fp16=s.dtype == "fp16", fold_bn=True)
     progress(f"warming up ({s.warmup} iterations)")
     timing = ort_run.run_model(model, "cuda" if s.device == "cuda" else "cpu", s.batch, s.seed, s.warmup, s.iterations)
     return Result(s, timing.times_ms, None, _predicted(network, s))

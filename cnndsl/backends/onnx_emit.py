@@ -14,6 +14,8 @@ Output is deterministic: the same network and options give the same bytes.
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from cnndsl.backends import onnx_lower
+from cnndsl.backends.params import BLOCK, Given, Lazy, stream
 from cnndsl.backends.weights_io import resolve_weights
 from cnndsl.diagnostics import CnnDslError, Diagnostic, Note
 from cnndsl.ir.graph import Graph, Node
@@ -57,13 +60,14 @@ def to_onnx(network, seed: int = 0, weights=None, fp16: bool = False, fold_bn: b
     Raises CnnDslError for a layer the opset cannot express, WeightsError for bad weights.
     """
     model, tensors = emit(network, seed, weights, Options(fp16, fold_bn, check_opset(opset)))
-    model.graph.initializer.extend(numpy_helper.from_array(array, name) for name, array in tensors)
+    model.graph.initializer.extend(numpy_helper.from_array(np.asarray(array), name) for name, array in tensors)
     return model
 
 
 def emit(network, seed: int = 0, weights=None, options: Options = Options()) \
-        -> tuple[onnx.ModelProto, list[tuple[str, np.ndarray]]]:
-    """The model without its initializers, and the initializers as (name, array) in graph order."""
+        -> tuple[onnx.ModelProto, list[tuple[str, np.ndarray | Lazy]]]:
+    """The model without its initializers, and the initializers as (name, array) in graph order
+    (drawn weights still Lazy: not drawn yet)."""
     params = resolve_weights(network, weights, seed)
     builder = Builder(network, params, options)
     for node in network.graph.nodes[1:]:
@@ -74,17 +78,28 @@ def emit(network, seed: int = 0, weights=None, options: Options = Options()) \
 
 
 def serialize(network, seed: int = 0, weights=None, fp16: bool = False, fold_bn: bool = False,
-              opset: int = DEFAULT_OPSET) -> list[bytes | memoryview]:
-    """The bytes of `to_onnx(...).SerializeToString()`, as chunks to write one after the other;
-    the weights' chunks point into the arrays rather than copying them (VGG16 holds 0.5 GB).
-    Relies on protobuf's canonical encoding: fields in number order, so a message is the
-    concatenation of its parts."""
+              opset: int = DEFAULT_OPSET) -> Iterator[bytes | memoryview]:
+    """The bytes of `to_onnx(...).SerializeToString()`, as chunks to write one after the other,
+    each before taking the next (cnndsl.backends.params.stream reuses a chunk's buffer): given
+    weights are not copied (the chunks point into the arrays), drawn weights are drawn a block at
+    a time, a few blocks ahead in threads, while the caller writes the ones before, so no copy of
+    the weights (VGG16's are 0.5 GB) is ever held whole. Relies on protobuf's canonical
+    encoding: fields in number order, so a message is the concatenation of its parts."""
     model, tensors = emit(network, seed, weights, Options(fp16, fold_bn, check_opset(opset)))
     head, tail = _split(model.graph, GRAPH_INITIALIZER)
     parts = [head, *(chunk for name, array in tensors for chunk in _tensor_field(name, array)), tail]
     model.ClearField("graph")
     before, after = _split(model, MODEL_GRAPH)
-    return [before, _key(MODEL_GRAPH) + _varint(sum(len(p) for p in parts)), *parts, after]
+    size = sum(p.nbytes if isinstance(p, Lazy) else len(p) for p in parts)
+    return stream([before, _key(MODEL_GRAPH) + _varint(size), *parts, after])
+
+
+def to_bytes(network, **options) -> bytes:
+    """`serialize`'s chunks as one bytes object (for onnxruntime's InferenceSession)."""
+    out = io.BytesIO()
+    for chunk in serialize(network, **options):
+        out.write(chunk)
+    return out.getvalue()
 
 
 MODEL_GRAPH, GRAPH_INITIALIZER, TENSOR_RAW_DATA = 7, 5, 9  # field numbers in onnx.proto
@@ -100,11 +115,13 @@ def _split(message, field: int) -> tuple[bytes, bytes]:
     return before.SerializeToString(), after.SerializeToString()
 
 
-def _tensor_field(name: str, array: np.ndarray) -> list[bytes | memoryview]:
-    """GraphProto.initializer (field 5) holding one TensorProto, its raw_data (field 9) uncopied."""
-    array = np.ascontiguousarray(array)
+def _tensor_field(name: str, array: np.ndarray | Lazy) -> list[bytes | memoryview | Lazy]:
+    """GraphProto.initializer (field 5) holding one TensorProto, its raw_data (field 9) uncopied
+    (or, Lazy, not computed yet)."""
+    if not isinstance(array, Lazy):
+        array = np.ascontiguousarray(array)
     header = onnx.TensorProto(dims=array.shape, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), name=name)
-    raw = memoryview(array.reshape(-1)).cast("B")
+    raw = array if isinstance(array, Lazy) else memoryview(array.reshape(-1)).cast("B")
     tensor = header.SerializeToString() + _key(TENSOR_RAW_DATA) + _varint(raw.nbytes)
     return [_key(GRAPH_INITIALIZER) + _varint(len(tensor) + raw.nbytes) + tensor, raw]
 
@@ -125,7 +142,7 @@ def _varint(n: int) -> bytes:
 class Builder:
     """Collects ONNX nodes, initializers and value infos while the IR is lowered."""
 
-    def __init__(self, network, params: dict[str, np.ndarray], options: Options):
+    def __init__(self, network, params: dict[str, np.ndarray | Lazy], options: Options):
         self.network = network
         self.graph = network.graph
         self.params = params
@@ -133,7 +150,7 @@ class Builder:
         self.dtype = np.float16 if options.fp16 else np.float32
         self.elem = TensorProto.FLOAT16 if options.fp16 else TensorProto.FLOAT
         self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[tuple[str, np.ndarray]] = []
+        self.initializers: list[tuple[str, np.ndarray | Lazy]] = []
         self.infos: list[onnx.ValueInfoProto] = []
         self.values: dict[int, str] = {0: self.graph.input.name}
         self.errors: list[Diagnostic] = []
@@ -166,8 +183,13 @@ class Builder:
         """A state-dict tensor as an initializer of the model's float type."""
         return self.tensor(key, self.params[key])
 
-    def tensor(self, name: str, array: np.ndarray) -> str:
-        self.initializers.append((name, np.asarray(array, dtype=self.dtype)))
+    def tensor(self, name: str, array: np.ndarray | Lazy) -> str:
+        """An initializer of the model's float type: a large array to convert is converted block by
+        block as it is written (cnndsl.backends.params.Given), a small one at once."""
+        if isinstance(array, np.ndarray) and array.dtype != self.dtype and array.size > BLOCK:
+            array = Given(np.ascontiguousarray(array))
+        array = array.astype(self.dtype) if isinstance(array, Lazy) else np.asarray(array, dtype=self.dtype)
+        self.initializers.append((name, array))
         return name
 
     def ints(self, name: str, values) -> str:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cnndsl.backends.params import Lazy, scale_rows
 from cnndsl.ir.graph import Node
 from cnndsl.ir.joins import Add, Concat, PartialConv, Resize, Shortcut, Subsample
 from cnndsl.ir.ops import (LRN, Activation, BatchNorm, Conv, Dropout, Flatten, GlobalPool, Input, Linear, Maxout,
@@ -96,14 +97,14 @@ def _conv(b: Builder, node: Node, op: Conv, x: str) -> None:
     b.add(node, "ConvTranspose" if op.transposed else "Conv", [x, *weights], _dims(b.shape(node.id)), **attrs)
 
 
-def _folded(b: Builder, conv: str, weight: np.ndarray, bias: np.ndarray | None, bn: str, eps: float) -> list[str]:
+def _folded(b: Builder, conv: str, weight: np.ndarray | Lazy, bias: np.ndarray | None, bn: str, eps: float) \
+        -> list[str]:
     """Conv weight and bias with the batch norm `bn` that follows folded in (in float64, then rounded
     once): w' = w * g / sqrt(var + eps), b' = (b - mean) * g / sqrt(var + eps) + beta."""
     p = {key: b.params[f"{bn}.{key}"].astype(np.float64) for key in ("weight", "bias", "running_mean", "running_var")}
     scale = p["weight"] / np.sqrt(p["running_var"] + eps)
-    w = weight.astype(np.float64) * scale.reshape(-1, *(1,) * (weight.ndim - 1))
     shift = (0.0 if bias is None else bias.astype(np.float64)) - p["running_mean"]
-    return [b.tensor(f"{conv}.weight_folded", w), b.tensor(f"{conv}.bias_folded", shift * scale + p["bias"])]
+    return [b.tensor(f"{conv}.weight_folded", scale_rows(weight, scale)), b.tensor(f"{conv}.bias_folded", shift * scale + p["bias"])]
 
 
 def _batch_norm(b: Builder, node: Node, op: BatchNorm, x: str) -> None:
@@ -235,7 +236,7 @@ def _partial_conv(b: Builder, node: Node, op: PartialConv, x: str) -> None:
     The state dict keeps only the connected kernels (n, k...), stacked row by row in table order;
     the ONNX initializer is the full (C_out, C_in, k...) kernel, so ONNX holds more numbers
     than the network has trainable parameters (it is the same function)."""
-    packed = b.params[f"{node.name}.weight"]
+    packed = np.asarray(b.params[f"{node.name}.weight"])
     full = np.zeros((len(op.table), b.shape(node.inputs[0]).channels, *op.kernel), dtype=packed.dtype)
     at = 0
     for j, row in enumerate(op.table):

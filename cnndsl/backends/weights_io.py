@@ -14,23 +14,23 @@ from pathlib import Path
 
 import numpy as np
 
-from cnndsl.backends.params import ParamSpec, init_params, param_specs
+from cnndsl.backends.params import Lazy, ParamSpec, initial_values, param_specs
 
 
 class WeightsError(ValueError):
     """Weights that do not fit the network, or a file that cannot be read."""
 
 
-def resolve_weights(network, weights=None, seed: int = 0) -> dict[str, np.ndarray]:
+def resolve_weights(network, weights=None, seed: int = 0) -> dict[str, np.ndarray | Lazy]:
     """The network's tensors, keyed like its state dict, in structural order.
 
-    weights: None (the shared initialiser under `seed`), a mapping of arrays, a path to
+    weights: None (the shared initialiser under `seed`, its drawn tensors Lazy), a mapping of arrays, a path to
     `.npz` / `.safetensors` / `.pt`, or a module with `state_dict()`. Raises WeightsError
     naming the first key that is missing, unexpected or of the wrong shape.
     """
     specs = param_specs(network.graph, network.shapes)
     if weights is None:
-        return init_params(network.graph, network.shapes, seed)
+        return initial_values(network.graph, network.shapes, seed)
     if isinstance(weights, (str, Path)):
         weights = read_weights(Path(weights))
     elif hasattr(weights, "state_dict") and not isinstance(weights, Mapping):

@@ -2,16 +2,28 @@
 
 Lark's exceptions are converted to diagnostics here, at the boundary; nothing
 from lark escapes.
+
+Building the LALR tables takes lark most of a tenth of a second, more than parsing
+and checking ResNet-152; they are kept (lark's `Lark.save`) in the user's cache
+directory, `$XDG_CACHE_HOME/cnndsl` or `~/.cache/cnndsl` (`$CNNDSL_CACHE_DIR`
+overrides it, and an empty value turns the cache off), under a name that hashes the
+grammar and the lark and Python versions, so a changed grammar never meets old
+tables. A cache that cannot be read or written is rebuilt or skipped, silently.
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
+import os
+import sys
+import tempfile
 from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+import lark
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
@@ -36,12 +48,47 @@ def grammar_path() -> Path:
 
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    return Lark(
-        grammar_path().read_text(encoding="utf-8"),
-        parser="lalr",
-        propagate_positions=True,
-        maybe_placeholders=True,
-    )
+    grammar = grammar_path().read_text(encoding="utf-8")
+    cached = _cache_file(grammar)
+    if cached is not None:
+        try:
+            with open(cached, "rb") as f:
+                return Lark.load(f)
+        except Exception:  # absent, truncated, or from a lark that pickles differently: rebuild
+            pass
+    parser = Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    if cached is not None:
+        _save(parser, cached)
+    return parser
+
+
+def _cache_file(grammar: str) -> Path | None:
+    """Where the parser built from `grammar` is kept, or None when the cache is off."""
+    folder = os.environ.get("CNNDSL_CACHE_DIR")
+    if folder is None:
+        folder = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cnndsl")
+    if not folder:
+        return None
+    key = hashlib.sha256(f"{grammar}\0{lark.__version__}\0{sys.version_info[:2]}".encode()).hexdigest()[:20]
+    return Path(folder) / f"parser-{key}.pickle"
+
+
+def _save(parser: Lark, path: Path) -> None:
+    """Write the parser's tables atomically (a reader never sees half a file); give up quietly."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                parser.save(f)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        for stale in path.parent.glob("parser-*.pickle"):  # tables of older grammars
+            if stale != path:
+                stale.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def parse(source: Source) -> ast.Module:
