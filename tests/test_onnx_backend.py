@@ -207,6 +207,29 @@ def test_streamed_weights_are_the_initialisers(fold_bn, fp16):
     reference = net.to_onnx(weights=whole, fold_bn=fold_bn, fp16=fp16).SerializeToString()
     assert onnx_emit.to_bytes(net, seed=5, fold_bn=fold_bn, fp16=fp16) == reference
     assert net.to_onnx(seed=5, fold_bn=fold_bn, fp16=fp16).SerializeToString() == reference
+    given = {**whole, **_perturbation(net)}  # a weights file's arrays: folded and cast block by block
+    assert onnx_emit.to_bytes(net, weights=given, fold_bn=fold_bn, fp16=fp16) == \
+        net.to_onnx(weights=given, fold_bn=fold_bn, fp16=fp16).SerializeToString()
+
+
+def test_failure_while_streaming_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """The weights are drawn while the file is written: a failure half-way (here the 20th block)
+    is an internal error in one line, and neither the file nor a temp file is left."""
+    from cnndsl.backends import params
+    drawn = params.Drawn.fill
+    calls = []
+
+    def failing(self, k, out):
+        calls.append(k)
+        if len(calls) == 20:
+            raise MemoryError("out of memory")
+        drawn(self, k, out)
+
+    monkeypatch.setattr(params.Drawn, "fill", failing)
+    out = tmp_path / "r.onnx"
+    assert main(["compile", str(ROOT / "architectures" / "resnet18.arch"), "-o", str(out)]) == 3
+    assert "internal error: MemoryError: out of memory" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_initialiser_variances():
