@@ -104,7 +104,8 @@ def _folded(b: Builder, conv: str, weight: np.ndarray | Lazy, bias: np.ndarray |
     p = {key: b.params[f"{bn}.{key}"].astype(np.float64) for key in ("weight", "bias", "running_mean", "running_var")}
     scale = p["weight"] / np.sqrt(p["running_var"] + eps)
     shift = (0.0 if bias is None else bias.astype(np.float64)) - p["running_mean"]
-    return [b.tensor(f"{conv}.weight_folded", scale_rows(weight, scale)), b.tensor(f"{conv}.bias_folded", shift * scale + p["bias"])]
+    return [b.tensor(f"{conv}.weight_folded", scale_rows(weight, scale)),
+            b.tensor(f"{conv}.bias_folded", shift * scale + p["bias"])]
 
 
 def _batch_norm(b: Builder, node: Node, op: BatchNorm, x: str) -> None:

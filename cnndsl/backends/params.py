@@ -16,7 +16,7 @@ import collections
 import itertools
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -121,13 +121,17 @@ class Lazy:
         return math.prod(self.shape[1:])
 
     @property
+    def length(self) -> int:
+        """Elements in a block (the last may hold fewer): whole rows, BLOCK or just under."""
+        return max(1, BLOCK // self.row) * self.row
+
+    @property
     def nblocks(self) -> int:
-        return -(-self.size // (max(1, BLOCK // self.row) * self.row))
+        return -(-self.size // self.length)
 
     def span(self, k: int) -> tuple[int, int]:
         """Block k: the flat elements [start, stop)."""
-        length = max(1, BLOCK // self.row) * self.row
-        return k * length, min(self.size, (k + 1) * length)
+        return k * self.length, min(self.size, (k + 1) * self.length)
 
     def fill(self, k: int, out: np.ndarray) -> None:
         """Write block k into `out` (flat, of the block's length and this dtype)."""
@@ -143,9 +147,7 @@ class Lazy:
         return self if np.dtype(dtype) == self.dtype else Cast(self, np.dtype(dtype))
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = np.empty(self.shape, self.dtype)
-        flat = out.reshape(-1)
-        _parallel(lambda k: self.fill(k, flat[slice(*self.span(k))]), range(self.nblocks))
+        [out] = materialize([self])
         return out if dtype is None else out.astype(dtype, copy=False)
 
 
@@ -241,7 +243,7 @@ def stream(parts: list[bytes | memoryview | Lazy]) -> Iterator[bytes | memoryvie
     would cost more than drawing the numbers). Write each chunk before taking the next."""
     lazies = [part for part in parts if isinstance(part, Lazy)]
     jobs = iter([(lazy, k) for lazy in lazies for k in range(lazy.nblocks)])
-    room = max((np.dtype(lazy.dtype).itemsize * (lazy.span(0)[1] - lazy.span(0)[0]) for lazy in lazies), default=0)
+    room = max((np.dtype(lazy.dtype).itemsize * lazy.length for lazy in lazies), default=0)
     workers = _workers()
     free: list[np.ndarray] = []  # buffers already written out (touched by this thread only)
 
@@ -298,22 +300,28 @@ def initial_values(graph: Graph, shapes: tuple[Shape, ...], seed: int = 0) -> di
 
 
 def init_params(graph: Graph, shapes: tuple[Shape, ...], seed: int = 0) -> dict[str, np.ndarray]:
-    """`initial_values` drawn: every tensor an array (all blocks of all tensors in parallel)."""
+    """`initial_values` drawn: every tensor an array."""
     values = initial_values(graph, shapes, seed)
-    arrays = {key: np.empty(v.shape, v.dtype) if isinstance(v, Lazy) else v for key, v in values.items()}
-    jobs = [(v, k, arrays[key].reshape(-1)) for key, v in values.items() if isinstance(v, Lazy) for k in range(v.nblocks)]
-    _parallel(lambda job: job[0].fill(job[1], job[2][slice(*job[0].span(job[1]))]), jobs)
+    lazy = [key for key, value in values.items() if isinstance(value, Lazy)]
+    return values | dict(zip(lazy, materialize([values[key] for key in lazy])))
+
+
+def materialize(lazies: list[Lazy]) -> list[np.ndarray]:
+    """Each Lazy computed whole, all blocks of all of them in parallel threads."""
+    arrays = [np.empty(lazy.shape, lazy.dtype) for lazy in lazies]
+    jobs = [(lazy, k, array.reshape(-1)) for lazy, array in zip(lazies, arrays) for k in range(lazy.nblocks)]
+
+    def fill(job: tuple[Lazy, int, np.ndarray]) -> None:
+        lazy, k, flat = job
+        lazy.fill(k, flat[slice(*lazy.span(k))])
+
+    if len(jobs) == 1:  # one small tensor: not worth the threads
+        fill(jobs[0])
+    else:
+        with ThreadPoolExecutor(max_workers=_workers()) as pool:
+            list(pool.map(fill, jobs))
     return arrays
 
 
 def _workers() -> int:
     return min(32, os.cpu_count() or 1)
-
-
-def _parallel(fn: Callable, items) -> None:
-    items = list(items)
-    if len(items) == 1:
-        fn(items[0])
-        return
-    with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        list(pool.map(fn, items))
