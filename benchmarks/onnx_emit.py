@@ -57,7 +57,7 @@ import json, os, sys, time
 from pathlib import Path
 t = [time.perf_counter()]
 from cnndsl.backends.onnx_emit import serialize
-from cnndsl.cli import write_atomic
+from cnndsl.files import write_atomic
 from cnndsl.pipeline import load
 t.append(time.perf_counter())
 net = load(sys.argv[1])

@@ -11,12 +11,11 @@ import json
 import os
 import re
 import sys
-import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import NoReturn
 
 from cnndsl.diagnostics import CnnDslError
+from cnndsl.files import write_atomic
 
 CONVENTIONS = """\
 counting conventions:
@@ -172,24 +171,6 @@ def _check(args) -> int:
     else:
         print(render(net.report, expand=args.expand), end="")
     return 0
-
-
-def write_atomic(path: Path, data: bytes | Iterable[bytes | memoryview]) -> None:
-    """Write a whole file or nothing: a temp file beside it, then rename. `data`: the bytes,
-    or chunks of them (so that large weights need not be joined into one copy first)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in (data,) if isinstance(data, (bytes, bytearray)) else data:
-                f.write(chunk)
-        umask = os.umask(0)  # mkstemp makes the file 0600; give it the mode a plain open() would
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 TARGETS = ("torch", "onnx")

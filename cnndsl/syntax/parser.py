@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import io
 import os
 import sys
-import tempfile
 from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
@@ -28,6 +28,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from cnndsl.diagnostics import CnnDslError, Diagnostic, Note
+from cnndsl.files import write_atomic
 from cnndsl.source import Source, Span
 from cnndsl.syntax import ast
 
@@ -75,15 +76,11 @@ def _cache_file(grammar: str) -> Path | None:
 
 def _save(parser: Lark, path: Path) -> None:
     """Write the parser's tables atomically (a reader never sees half a file); give up quietly."""
+    tables = io.BytesIO()
+    parser.save(tables)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                parser.save(f)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        write_atomic(path, tables.getvalue())
         for stale in path.parent.glob("parser-*.pickle"):  # tables of older grammars
             if stale != path:
                 stale.unlink(missing_ok=True)
