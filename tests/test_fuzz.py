@@ -12,19 +12,19 @@ import os
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cnndsl
-from conftest import ROOT, run_cli
+from conftest import ROOT, examples, run_cli
 
 CORPUS = sorted((ROOT / "architectures").glob("*.arch"))
 TEXTS = {p.name: p.read_text(encoding="utf-8") for p in CORPUS}
 
 
-def fuzz(examples: int) -> settings:
-    return settings(max_examples=examples, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+def fuzz(n: int) -> settings:
+    """n examples under the loaded profile (ci: derandomized, 2 s deadline an example; see conftest)."""
+    return settings(max_examples=examples(n))
 
 
 WORDS = ["conv", "pool", "max", "average", "avg", "global", "FC", "relu", "leaky", "elu", "tanh", "sigmoid",
