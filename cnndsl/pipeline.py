@@ -8,10 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnndsl.backends.torch_names import check_layer_names  # plain data; imports no torch
 from cnndsl.ir.build import build
 from cnndsl.ir.graph import Graph
 from cnndsl.ir.shape import Shape
 from cnndsl.passes import count, infer_shapes, receptive_fields
+from cnndsl.passes.counts import check_sizes
 from cnndsl.passes.report import Report
 from cnndsl.source import Source
 from cnndsl.syntax import parse
@@ -45,8 +47,11 @@ def compile_source(source: Source, input_shape: Shape | None = None, batch: int 
     """Parse, build and check a source; raises CnnDslError with every problem found.
     `batch`, `dtype`, `training` and `optimizer` only change the report's memory figures."""
     graph = build(parse(source), input_shape)
+    check_layer_names(graph)  # the rule to_torch applies, so that check accepts only what compiles
     shapes = infer_shapes(graph)
-    report = Report(graph, shapes, count(graph, shapes), receptive_fields(graph, shapes), source.name, batch, dtype,
+    counts = count(graph, shapes)
+    check_sizes(graph, shapes, counts)
+    report = Report(graph, shapes, counts, receptive_fields(graph, shapes), source.name, batch, dtype,
                     training, optimizer)
     return Network(graph, report, source)
 

@@ -11,12 +11,12 @@ from cnndsl.diagnostics import Collector, Note
 from cnndsl.ir import layers
 from cnndsl.ir.directives import apply_directive, directive
 from cnndsl.ir.expr import BuildError, Env, evaluate, positive_int
-from cnndsl.ir.graph import Graph, Node, Op
+from cnndsl.ir.graph import Graph, Node, Op, is_weighted, takes_activation
 from cnndsl.ir.joins import Add, Concat, Resize, Shortcut
-from cnndsl.ir.ops import Activation, Conv, Input, Linear
+from cnndsl.ir.ops import Activation, Input
 from cnndsl.ir.options import Options, suggest
 from cnndsl.ir.shape import Shape
-from cnndsl.source import Span
+from cnndsl.source import Source, Span
 from cnndsl.syntax import ast
 
 MAX_NODES = 200_000
@@ -34,6 +34,7 @@ class Settings:
     rules: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
     shortcut: str = "projection"
     stride_on: str = "3x3"  # or "first"
+    seen: dict[str, Span] = field(default_factory=dict)  # where each directive was first given
 
 
 @dataclass
@@ -73,13 +74,30 @@ class Builder:
             span = first[0] if first else Span(self.module.source, 1, 1, 1, 2)
             self.errors.error(span, "no input size", Note("add a line such as `input 224x224x3` (HxWxC) before the first layer"))
             self.errors.raise_if_any()
-        self._add(Input(shape), (), self.settings.input_span or Span(self.module.source, 1, 1, 1, 2), frame, "input")
+        self._add(Input(shape), (), self._input_span(), frame, "input")
         try:
             self._statements(statements, 0, frame)
         except _TooBig as exc:
             self.errors.items.append(BuildError(exc.span, exc.message).diagnostic(exc.trace))
         self.errors.raise_if_any()
         return self._finish()
+
+    def _input_span(self) -> Span:
+        """Where the input size comes from: the `--input` flag (its own source, so errors blame
+        the flag, not the file), else the file's `input` line."""
+        if self.override is None:
+            return self.settings.input_span or Span(self.module.source, 1, 1, 1, 2)
+        text = self.override.text()
+        flag = Span(Source("--input", text), 1, 1, 1, len(text) + 1)
+        given = self.settings.input
+        if given is not None and len(given.spatial) != len(self.override.spatial):
+            rank = len(self.override.spatial)
+            self.errors.error(flag, f"--input {text} is {rank}D, but this network's input is "
+                              f"{len(given.spatial)}D ({given.text()})",
+                              Note("the file's input size, here", self.settings.input_span),
+                              Note(f"give --input as {_pattern(len(given.spatial))}"))
+            self.errors.raise_if_any()
+        return flag
 
     def _finish(self) -> Graph:
         nodes = self.nodes
@@ -192,7 +210,13 @@ class Builder:
 
     def _residual(self, line: ast.Line, current: int, frame: _Frame, stride: int) -> int:
         block_in = current
+        made, errors = len(self.nodes), len(self.errors.items)
         main = self._unit(line, current, frame, stride)
+        if len(self.nodes) == made:  # `[], residual` or a block of only `let`: x + x is no residual block
+            if len(self.errors.items) > errors:
+                return current  # its body failed and was reported
+            raise BuildError(line.span, "a residual group must contain at least one layer",
+                             Note("put the block's layers inside the brackets, e.g. `[3x3 conv, 64], residual`"))
         deferred = None
         last = self.nodes[main]
         if last.implicit and isinstance(last.op, Activation) and main == len(self.nodes) - 1:
@@ -255,7 +279,7 @@ class Builder:
         for op, kind, implicit in made:
             current = self._add(op, (current,), line.span, frame, kind, implicit=implicit, label=line.label)
         last = made[-1][0]
-        if self.settings.activation and (isinstance(last, Linear) or isinstance(last, Conv) and not last.transposed):
+        if self.settings.activation and takes_activation(last):
             fn, alpha = self.settings.activation
             current = self._add(Activation(fn, alpha), (current,), line.span, frame, fn, implicit=True)
         return current
@@ -333,6 +357,10 @@ def _min_lines(lines, blocks: dict[str, ast.BlockDef], known: dict[str, int]) ->
     return total
 
 
+def _pattern(rank: int) -> str:
+    return ("C", "LxC (1D)", "HxWxC (2D)", "DxHxWxC (3D)")[rank] if rank < 4 else "?"
+
+
 class _TooBig(Exception):
     """The network is too large: stop building at once (every further copy would fail too)."""
 
@@ -342,7 +370,7 @@ class _TooBig(Exception):
 
 def _drop_last_policy_activation(nodes: list[Node]) -> list[Node]:
     """The policy puts its activation after every conv and FC but the last one (the classifier)."""
-    weighted = [n for n in nodes if isinstance(n.op, (Conv, Linear))]
+    weighted = [n for n in nodes if is_weighted(n.op)]
     if not weighted:
         return nodes
     last = weighted[-1]

@@ -3,6 +3,7 @@ projection|zero-pad`, `residual stride on 3x3|first`."""
 
 from __future__ import annotations
 
+from cnndsl.diagnostics import Note
 from cnndsl.ir.expr import BuildError, Env, integer
 from cnndsl.ir.layers import lookup
 from cnndsl.ir.ops import Activation
@@ -21,6 +22,9 @@ def directive(line: ast.Line) -> bool:
 def apply_directive(line: ast.Line, settings, env: Env) -> None:
     head: ast.Head = line.unit
     word, rest = head.words[0], head.words[1:]
+    first = settings.seen.setdefault(word, head.span)
+    if first is not head.span:  # directives are read before any layer, so a second one would silently win
+        raise BuildError(head.span, f"`{word}` is given twice", Note(f"first given here; keep one `{word}` line", first))
     if word == "network":
         if len(rest) != 1 or line.options or head.arg is not None:
             raise BuildError(head.span, "write the network's name as one word: `network VGG16`")

@@ -56,8 +56,18 @@ def evaluate(expr: ast.Value, env: Env) -> float:
     if abs(result) > MAX_VALUE:
         if abs(result) == float("inf"):
             raise BuildError(expr.span, "value is too large to represent (infinite)")
-        raise BuildError(expr.span, f"value {result:,.0f} is absurdly large (at most {MAX_VALUE:,})")
+        raise BuildError(expr.span, f"value {_exact(result)} is absurdly large (at most {MAX_VALUE:,})")
     return result
+
+
+def _exact(value: float) -> str:
+    """An integer digit for digit (never through a float), a long one by its length."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if abs(value) < 10**40:
+        return f"{value:,}"
+    digits = len(str(abs(value))) if value.bit_length() < 14_000 else f"about {int(value.bit_length() * 0.30103):,}"
+    return f"with {digits} digits"
 
 
 def undefined(name: str, span: Span, env: Env) -> BuildError:

@@ -14,6 +14,21 @@ Op = Union[Input, Conv, Pool, GlobalPool, Linear, Flatten, Dropout, BatchNorm, L
            Add, Concat, Resize, Shortcut, PartialConv, Subsample]
 
 
+WEIGHTED = (Conv, Linear, PartialConv)  # layers that mix channels through a weight matrix
+
+
+def is_weighted(op: Op) -> bool:
+    """A conv (full, partial or transposed) or FC layer: the layers a table counts as `conv`.
+    BN and LeNet's subsampling hold weights too, but one scale a map; they mix nothing."""
+    return isinstance(op, WEIGHTED)
+
+
+def takes_activation(op: Op) -> bool:
+    """Whether the `activation` policy follows this layer: every weighted layer but a
+    transposed conv (U-Net's up-convolutions have none)."""
+    return is_weighted(op) and not getattr(op, "transposed", False)
+
+
 @dataclass(frozen=True, slots=True)
 class Node:
     """One op applied to the outputs of earlier nodes.

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cnndsl.diagnostics import Collector, Note
 from cnndsl.ir.graph import Graph
 from cnndsl.ir.joins import Shortcut
 from cnndsl.ir.shape import Shape
+from cnndsl.passes.shapes import MAX_ELEMENTS
+
+MAX_PARAMS = 10**12  # in the whole network: 4 TB at fp32, more than any one machine holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +52,26 @@ def total(counts) -> Counts:
     """The sum of a collection of counts."""
     counts = list(counts)
     return Counts(*(sum(getattr(c, f) for c in counts) for f in ("weights", "biases", "activations", "macs", "other_ops")))
+
+
+def check_sizes(graph: Graph, shapes: tuple[Shape, ...], counts: tuple[Counts, ...]) -> None:
+    """Refuse weights no machine could hold: more than MAX_ELEMENTS in one layer, or more than
+    MAX_PARAMS in all (reported where the running total crosses it)."""
+    errors = Collector()
+    running = 0
+    for node, c in zip(graph.nodes, counts):
+        if c.params > MAX_ELEMENTS or running + c.params > MAX_PARAMS:
+            ins = ", ".join(shapes[i].text() for i in node.inputs)
+        if c.weights > MAX_ELEMENTS:
+            errors.error(node.span, f"this layer has {c.weights:,} weights, more than any machine could hold "
+                         f"(at most {MAX_ELEMENTS:,} in one layer)", Note(f"input here: {ins}"),
+                         Note("shrink its input (pool or stride first) or its width"), *_uses(node))
+        elif running <= MAX_PARAMS < running + c.params:
+            errors.error(node.span, f"the network has {running + c.params:,} parameters up to this layer, more than "
+                         f"any machine could hold (at most {MAX_PARAMS:,})", Note(f"input here: {ins}"), *_uses(node))
+        running += c.params
+    errors.raise_if_any()
+
+
+def _uses(node) -> list[Note]:
+    return [Note("in the block used here", s) for s in reversed(node.trace)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cnndsl.ir.graph import Graph
+from cnndsl.ir.graph import Graph, is_weighted
 from cnndsl.ir.joins import PartialConv, Shortcut
 from cnndsl.ir.ops import Activation, BatchNorm, Conv, Linear
 from cnndsl.ir.shape import Shape
@@ -100,7 +100,7 @@ def _kind(op) -> str:
 
 def human(n: float) -> str:
     """3.2M, 800K, 25K, 4096: the slides' way of writing sizes."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= scale * 10 or (unit != "K" and n >= scale):
             value = n / scale
             return f"{value:.3g}{unit}" if value < 100 else f"{value:.0f}{unit}"
@@ -178,7 +178,7 @@ def _repeats(r: Report, b: Block) -> int:
 
 def _block_row(r: Report, b: Block) -> list[str]:
     c, last = b.counts(r), r.graph.nodes[b.nodes[-1]]
-    weighted = sum(1 for i in b.nodes if isinstance(r.graph.nodes[i].op, (Conv, Linear, PartialConv))) // b.repeats
+    weighted = sum(1 for i in b.nodes if is_weighted(r.graph.nodes[i].op)) // b.repeats
     label = f"BLOCK [{weighted} conv]" + (f" x{b.repeats}" if b.repeats > 1 else "")
     params = f"{c.weights:,}" + (f" + {c.biases:,}" if c.biases else "")
     return [str(_use_line(r.graph.nodes[b.nodes[0]])), label, b.name, r.shapes[last.id].text(r.rank),
@@ -256,7 +256,7 @@ def _memory_lines(r: Report) -> list[str]:
 
 
 def _bytes(n: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+    for unit, scale in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{n:.0f} B"

@@ -8,10 +8,14 @@ from cnndsl.ir.ops import check_dims
 from cnndsl.ir.shape import Shape, ShapeProblem
 
 
+MAX_ELEMENTS = 10**12  # in one tensor: 4 TB at fp32, more than any one machine holds
+
+
 def infer_shapes(graph: Graph) -> tuple[Shape, ...]:
     """Output shape of each node, indexed by node id; raises CnnDslError listing every
     problem. A node whose input failed is skipped, so one mistake gives one error."""
     errors = Collector()
+    given = graph.input.span  # where the input size comes from: the file's `input` line or --input
     shapes: list[Shape | None] = []
     for node in graph.nodes:
         ins = tuple(shapes[i] for i in node.inputs)
@@ -21,13 +25,22 @@ def infer_shapes(graph: Graph) -> tuple[Shape, ...]:
         try:
             out = node.op.infer(ins)
             check_dims(out)
+            _check_elements(out)
         except ShapeProblem as exc:
             notes = [Note(n) for n in exc.notes]
             if ins:
                 notes.insert(0, Note(f"input{'s' if len(ins) > 1 else ''} here: {', '.join(s.text() for s in ins)}"))
+            if given.source is not node.span.source and node.inputs:  # sized by --input
+                notes.append(Note(f"the network's input size {shapes[0].text()} comes from here", given))
             notes += [Note("in the block used here", s) for s in reversed(node.trace)]
             errors.error(node.span, exc.message, *notes)
             out = None
         shapes.append(out)
     errors.raise_if_any()
     return tuple(shapes)
+
+
+def _check_elements(shape: Shape) -> None:
+    if shape.numel > MAX_ELEMENTS:
+        raise ShapeProblem(f"a tensor of {shape.text()} has {shape.numel:,} elements, more than any machine could hold "
+                           f"(at most {MAX_ELEMENTS:,} in one tensor)", "use a smaller input or fewer channels")
