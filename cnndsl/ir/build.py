@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from cnndsl.diagnostics import Collector, Note
+from cnndsl.diagnostics import Note
 from cnndsl.ir import layers
 from cnndsl.ir.directives import apply_directive, directive
-from cnndsl.ir.expr import BuildError, Env, evaluate, positive_int
+from cnndsl.ir.expr import BuildError, Env, ErrorLog, evaluate, positive_int
 from cnndsl.ir.graph import Graph, Node, Op, is_weighted, takes_activation
 from cnndsl.ir.joins import Add, Concat, Resize, Shortcut
 from cnndsl.ir.ops import Activation, Input
@@ -53,7 +53,7 @@ class Builder:
 
     def __init__(self, module: ast.Module, input_override: Shape | None = None):
         self.module = module
-        self.errors = Collector()
+        self.errors = ErrorLog()
         self.settings = Settings()
         self.override = input_override
         self.nodes: list[Node] = []
@@ -78,7 +78,7 @@ class Builder:
         try:
             self._statements(statements, 0, frame)
         except _TooBig as exc:
-            self.errors.items.append(BuildError(exc.span, exc.message).diagnostic(exc.trace))
+            self.errors.error(exc.span, exc.message, trace=exc.trace)
         self.errors.raise_if_any()
         return self._finish()
 
@@ -122,7 +122,7 @@ class Builder:
                 elif isinstance(st, ast.Line) and directive(st):
                     apply_directive(st, self.settings, frame.env)
             except BuildError as exc:
-                self.errors.items.append(exc.diagnostic(frame.trace))
+                self.errors.report(exc, frame.trace)
 
     def _rule(self, st: ast.Rule, frame: _Frame) -> None:
         first = st.chain[0]
@@ -143,7 +143,7 @@ class Builder:
         try:
             return self._line(line, current, frame)
         except BuildError as exc:
-            self.errors.items.append(exc.diagnostic(frame.trace))
+            self.errors.report(exc, frame.trace)
             return current  # keep going so later lines are checked too
 
     # -- lines -------------------------------------------------------------------------
@@ -163,10 +163,13 @@ class Builder:
         for rep in range(count):
             sub = replace(frame, scope=scope + ((str(rep),) if grouped and count > 1 else ()), copies=frame.copies * count)
             first_stride = stride if rep == 0 else 1
+            made, failed = len(self.nodes), self.errors.events
             if residual:
                 current = self._residual(line, current, sub, first_stride)
             else:
                 current = self._unit(line, current, sub, first_stride)
+            if len(self.nodes) == made or self.errors.events > failed:
+                break  # a copy that makes nothing, or fails, would do the same again: `[] x 10^15` ends at once
         if line.label:
             if line.label in self.labels and self.labels[line.label] != current:
                 raise BuildError(line.span, f"name '{line.label}' is already used")
@@ -210,10 +213,10 @@ class Builder:
 
     def _residual(self, line: ast.Line, current: int, frame: _Frame, stride: int) -> int:
         block_in = current
-        made, errors = len(self.nodes), len(self.errors.items)
+        made, errors = len(self.nodes), self.errors.events
         main = self._unit(line, current, frame, stride)
         if len(self.nodes) == made:  # `[], residual` or a block of only `let`: x + x is no residual block
-            if len(self.errors.items) > errors:
+            if self.errors.events > errors:
                 return current  # its body failed and was reported
             raise BuildError(line.span, "a residual group must contain at least one layer",
                              Note("put the block's layers inside the brackets, e.g. `[3x3 conv, 64], residual`"))

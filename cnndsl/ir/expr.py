@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from cnndsl.diagnostics import Diagnostic, Note
+from cnndsl.diagnostics import CnnDslError, Diagnostic, Note
 from cnndsl.source import Span
 from cnndsl.syntax import ast
 
@@ -19,9 +19,44 @@ class BuildError(Exception):
         super().__init__(message)
         self.span, self.message, self.notes = span, message, notes
 
-    def diagnostic(self, trace: tuple[Span, ...]) -> Diagnostic:
-        uses = tuple(Note("in the block used here", s) for s in reversed(trace))
-        return Diagnostic(self.span, self.message, self.notes + uses)
+
+
+MAX_USES_SHOWN = 3  # an error inside a block lists this many of its uses, then counts the rest
+
+
+class ErrorLog:
+    """Diagnostics of one pass. The same error met through several uses of a block is
+    reported once, its uses as notes (a mistake in a block used 4 times is 1 error, not 4)."""
+
+    def __init__(self) -> None:
+        self.found: dict[tuple, tuple[list[tuple[Span, ...]], list[int]]] = {}
+        self.events = 0  # errors met, repeats included: lets a caller see whether a step failed
+
+    def error(self, span: Span, message: str, *notes: Note, trace: tuple[Span, ...] = ()) -> None:
+        self.events += 1
+        traces, more = self.found.setdefault((span, message, notes), ([], [0]))
+        if trace in traces:
+            return
+        if len(traces) < MAX_USES_SHOWN:
+            traces.append(trace)
+        else:
+            more[0] += 1
+
+    def report(self, exc: BuildError, trace: tuple[Span, ...] = ()) -> None:
+        self.error(exc.span, exc.message, *exc.notes, trace=trace)
+
+    def diagnostics(self) -> list[Diagnostic]:
+        out = []
+        for (span, message, notes), (traces, more) in self.found.items():
+            uses = [Note("in the block used here", s) for t in traces for s in reversed(t)]
+            if more[0]:
+                uses.append(Note(f"and in {more[0]:,} more use{'s' if more[0] != 1 else ''} of the block"))
+            out.append(Diagnostic(span, message, notes + tuple(dict.fromkeys(uses))))
+        return out
+
+    def raise_if_any(self) -> None:
+        if self.found:
+            raise CnnDslError(self.diagnostics())
 
 
 @dataclass

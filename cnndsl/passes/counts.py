@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cnndsl.diagnostics import Collector, Note
+from cnndsl.diagnostics import Note
+from cnndsl.ir.expr import ErrorLog
 from cnndsl.ir.graph import Graph
 from cnndsl.ir.joins import Shortcut
 from cnndsl.ir.shape import Shape
@@ -57,7 +58,7 @@ def total(counts) -> Counts:
 def check_sizes(graph: Graph, shapes: tuple[Shape, ...], counts: tuple[Counts, ...]) -> None:
     """Refuse weights no machine could hold: more than MAX_ELEMENTS in one layer, or more than
     MAX_PARAMS in all (reported where the running total crosses it)."""
-    errors = Collector()
+    errors = ErrorLog()
     running = 0
     for node, c in zip(graph.nodes, counts):
         if c.params > MAX_ELEMENTS or running + c.params > MAX_PARAMS:
@@ -65,13 +66,9 @@ def check_sizes(graph: Graph, shapes: tuple[Shape, ...], counts: tuple[Counts, .
         if c.weights > MAX_ELEMENTS:
             errors.error(node.span, f"this layer has {c.weights:,} weights, more than any machine could hold "
                          f"(at most {MAX_ELEMENTS:,} in one layer)", Note(f"input here: {ins}"),
-                         Note("shrink its input (pool or stride first) or its width"), *_uses(node))
+                         Note("shrink its input (pool or stride first) or its width"), trace=node.trace)
         elif running <= MAX_PARAMS < running + c.params:
             errors.error(node.span, f"the network has {running + c.params:,} parameters up to this layer, more than "
-                         f"any machine could hold (at most {MAX_PARAMS:,})", Note(f"input here: {ins}"), *_uses(node))
+                         f"any machine could hold (at most {MAX_PARAMS:,})", Note(f"input here: {ins}"), trace=node.trace)
         running += c.params
     errors.raise_if_any()
-
-
-def _uses(node) -> list[Note]:
-    return [Note("in the block used here", s) for s in reversed(node.trace)]

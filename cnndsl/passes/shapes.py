@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from cnndsl.diagnostics import Collector, Note
+from cnndsl.diagnostics import Note
+from cnndsl.ir.expr import ErrorLog
 from cnndsl.ir.graph import Graph
 from cnndsl.ir.ops import check_dims
 from cnndsl.ir.shape import Shape, ShapeProblem
@@ -14,7 +15,7 @@ MAX_ELEMENTS = 10**12  # in one tensor: 4 TB at fp32, more than any one machine 
 def infer_shapes(graph: Graph) -> tuple[Shape, ...]:
     """Output shape of each node, indexed by node id; raises CnnDslError listing every
     problem. A node whose input failed is skipped, so one mistake gives one error."""
-    errors = Collector()
+    errors = ErrorLog()
     given = graph.input.span  # where the input size comes from: the file's `input` line or --input
     shapes: list[Shape | None] = []
     for node in graph.nodes:
@@ -32,8 +33,7 @@ def infer_shapes(graph: Graph) -> tuple[Shape, ...]:
                 notes.insert(0, Note(f"input{'s' if len(ins) > 1 else ''} here: {', '.join(s.text() for s in ins)}"))
             if given.source is not node.span.source and node.inputs:  # sized by --input
                 notes.append(Note(f"the network's input size {shapes[0].text()} comes from here", given))
-            notes += [Note("in the block used here", s) for s in reversed(node.trace)]
-            errors.error(node.span, exc.message, *notes)
+            errors.error(node.span, exc.message, *notes, trace=node.trace)
             out = None
         shapes.append(out)
     errors.raise_if_any()
