@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from cnndsl.ir.shape import MAX_DIM, Shape, ShapeProblem, Window, window_out
+from cnndsl.ir.shape import MAX_DIM, Shape, ShapeProblem, Window, slide
 
 Shapes = tuple[Shape, ...]
 
@@ -32,10 +32,8 @@ def _spatial(op_name: str, ins: Shapes, rank: int) -> Shape:
     return x
 
 
-def _slide(ins: Shapes, windows: tuple[Window, ...], ceil: bool, what: str) -> tuple[int, ...]:
-    x = ins[0]
-    shown = "x".join(map(str, x.spatial))
-    return tuple(window_out(n, w, ceil, what, shown) for n, w in zip(x.spatial, windows))
+def _slide(ins: Shapes, windows: tuple[Window, ...], ceil: bool, what: str, **rules: bool) -> tuple[int, ...]:
+    return slide(ins[0].spatial, windows, ceil, what, **rules)
 
 
 class _Pointwise:
@@ -146,13 +144,18 @@ class Pool(_Pointwise):
         return tuple(Window(k, s, p) for k, s, p in zip(self.kernel, self.stride, self.pad))
 
     def infer(self, ins: Shapes) -> Shape:
+        """PyTorch's pooling rules (aten/native/Pool.h, pool2d/pool3d_shape_check), which the
+        other backends accept too: pad <= kernel // 2 on every axis, an output of at least 1
+        (here: a window no larger than the padded input), and for a 3D average pool an input
+        at least as large as the window without its padding ("input image smaller than kernel")."""
         x = _spatial(f"{self.mode} pool", ins, len(self.kernel))
         for w in self._windows():
             if w.pad * 2 > w.kernel:
                 raise ShapeProblem(f"pad {w.pad} is more than half the {w.kernel}-wide pool window",
-                                   "PyTorch requires pad <= kernel/2 for pooling")
+                                   f"PyTorch requires pad <= kernel/2 for pooling: use pad {w.kernel // 2} or less")
         what = f"{'x'.join(map(str, self.kernel))} {self.mode} pool with stride {_kernel_text(self.stride)}"
-        return Shape(x.channels, _slide(ins, self._windows(), self.ceil, what))
+        unpadded = self.mode == "avg" and len(self.kernel) == 3
+        return Shape(x.channels, _slide(ins, self._windows(), self.ceil, what, pool=True, unpadded=unpadded))
 
     def other_ops(self, ins: Shapes, out: Shape) -> int:
         return out.numel * math.prod(self.kernel)

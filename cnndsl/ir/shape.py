@@ -1,4 +1,8 @@
-"""Tensor shapes as the slides print them (HxWxC), and the sliding-window arithmetic."""
+"""Tensor shapes as the slides print them (HxWxC), and the sliding-window arithmetic.
+
+The fit rules are pure integer predicates (`fits`, `unread`, `out_size`): O(1), no
+exceptions, so a hint can test candidate paddings and sizes without building messages.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 MAX_DIM = 2**31 - 1
+HINT_STEPS = 64  # candidate paddings a hint tries; a hint must not take long
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,33 +56,167 @@ class Window:
         return self.dilation * (self.kernel - 1) + 1
 
 
-def window_out(size: int, w: Window, ceil: bool, what: str, shown: str | None = None) -> int:
-    """Output length of a window sliding over `size` inputs, PyTorch's rule.
+# -- the arithmetic: pure predicates ---------------------------------------------------------
 
-    Rounding down is an error when it leaves real (non-padding) input unread beyond
-    the gap the stride leaves anyway; rounding that only drops padding is fine.
-    """
-    shown = shown or f"{size}x{size}"
+def out_size(size: int, w: Window, ceil: bool) -> int:
+    """Output length of a window sliding over `size` inputs, PyTorch's rule (may be < 1)."""
     span = size + 2 * w.pad - w.extent
-    if span < 0:
-        raise ShapeProblem(
-            f"{what} doesn't fit a {shown} input: {_formula(size, w)} = "
-            f"{_fmt(span / w.stride + 1)}, the window ({w.extent}) is larger than the padded input ({size + 2 * w.pad})",
-            f"the input is already {size} wide here; remove a downsampling layer before it, or pad",
-        )
     out = (-(-span // w.stride) if ceil else span // w.stride) + 1
     if ceil and (out - 1) * w.stride >= size + w.pad:  # PyTorch: the last window must start inside
         out -= 1
-    if not ceil and span % w.stride:
-        covered = (out - 1) * w.stride + w.extent  # padded positions read
-        unread = size + w.pad - covered  # real input positions after the last window
-        if unread > max(0, w.stride - w.extent):
-            raise ShapeProblem(
-                f"{what} doesn't fit a {shown} input: {_formula(size, w)} = {_fmt(span / w.stride + 1)}, "
-                f"so the last {f'{unread} rows/columns' if unread > 1 else 'row/column'} of the input would never be read",
-                _fix(size, w),
-            )
     return out
+
+
+def lost(size: int, w: Window) -> int:
+    """Real (non-padding) input positions after the last window when rounding down.
+
+    The last window ends at (span // stride) * stride + extent in padded coordinates and the
+    real input at size + pad, so what is left is span % stride - pad (<= 0: nothing)."""
+    return (size + 2 * w.pad - w.extent) % w.stride - w.pad
+
+
+def fits(size: int, w: Window, ceil: bool = False, unpadded: bool = False) -> bool:
+    """True when the window fits `size`: no larger than the padded input (the unpadded one if
+    `unpadded`), and, rounding down, leaving no real input unread beyond the gap the stride
+    leaves between windows anyway (rounding that only drops padding is fine)."""
+    room = size if unpadded else size + 2 * w.pad
+    if room < w.extent or size + 2 * w.pad < w.extent:
+        return False
+    return ceil or lost(size, w) <= max(0, w.stride - w.extent)
+
+
+def next_fits(size: int, w: Window, up: bool, unpadded: bool = False) -> int | None:
+    """The nearest size above (`up`) or below `size` that `w` fits rounding down; O(1).
+
+    Sizes fit by their residue r = (size + 2*pad - extent) mod stride: r <= pad + gap. Above,
+    the next fit is where r wraps to 0; below, where r has dropped to that bound."""
+    least = w.extent if unpadded else max(1, w.extent - 2 * w.pad)
+    if size < least:
+        if not up:
+            return None
+        size = least
+    bound = w.pad + max(0, w.stride - w.extent)
+    r = (size + 2 * w.pad - w.extent) % w.stride
+    if r <= bound:
+        return size
+    found = size + w.stride - r if up else size - (r - bound)
+    return found if least <= found <= MAX_DIM else None
+
+
+def fitting_pad(size: int, w: Window, most: int | None = None) -> int | None:
+    """The smallest padding above w.pad (at most `most`) with which `w` fits `size`. Bounded:
+    from pad >= stride - 1 on, nothing is ever lost, so a few steps find it or none exists."""
+    top = w.pad + HINT_STEPS if most is None else min(most, w.pad + HINT_STEPS)
+    for pad in range(w.pad + 1, top + 1):
+        if fits(size, Window(w.kernel, w.stride, pad, w.dilation)):
+            return pad
+    return None
+
+
+def chain_fits(size: int, chain: tuple[tuple[Window, bool], ...]) -> bool:
+    """True when every (window, ceil) of a chain fits, each sliding over the last one's output."""
+    for w, ceil in chain:
+        if not fits(size, w, ceil):
+            return False
+        size = out_size(size, w, ceil)
+    return True
+
+
+def chain_sizes(size: int, chain: tuple[tuple[Window, bool], ...], budget: int = 100_000) \
+        -> tuple[int | None, int | None]:
+    """The nearest input sizes below and above `size` for which the whole chain fits.
+
+    Fitting is periodic in the input size with period prod(strides) (adding it adds whole
+    strides at every step), so searching one period each way finds the nearest fit if there is
+    one. The search stops after `budget` window steps (None: not found)."""
+    period = math.prod(w.stride for w, _ in chain)
+    reach = min(period, budget // max(1, len(chain)))
+    below = next((n for n in range(size - 1, max(0, size - reach - 1), -1) if chain_fits(n, chain)), None)
+    above = next((n for n in range(size + 1, min(MAX_DIM, size + reach) + 1) if chain_fits(n, chain)), None)
+    return below, above
+
+
+# -- the diagnostics ----------------------------------------------------------------------------
+
+def sized(spatial: tuple[int, ...]) -> str:
+    """How a spatial size reads in a sentence: `length 128` in 1D, `7x7` or `8x8x8` otherwise."""
+    return f"length {spatial[0]}" if len(spatial) == 1 else "x".join(map(str, spatial))
+
+
+def slide(spatial: tuple[int, ...], windows: tuple[Window, ...], ceil: bool, what: str, *,
+          pool: bool = False, unpadded: bool = False) -> tuple[int, ...]:
+    """Output extent of `windows` sliding over `spatial` (one window per axis), PyTorch's rule.
+
+    Raises ShapeProblem, with the arithmetic and a fix, when a window is larger than the padded
+    input (the unpadded one if `unpadded`), or when rounding down leaves real input unread.
+    `pool`: a fix may add `ceil`, and a padding may be at most half the window (PyTorch's rule)."""
+    for axis, (n, w) in enumerate(zip(spatial, windows)):
+        if not fits(n, w, True, unpadded):
+            raise _too_small(spatial, windows, axis, what, unpadded)
+    bad = [axis for axis, (n, w) in enumerate(zip(spatial, windows)) if not fits(n, w, ceil, unpadded)]
+    if bad:
+        n, w = spatial[bad[0]], windows[bad[0]]
+        count = lost(n, w)
+        noun = _ROWS.get(len(spatial), _ROWS[1])[count > 1]
+        raise ShapeProblem(
+            f"{what} doesn't fit {_an(spatial)} input: {_formula(n, w)} = {_fmt((n + 2 * w.pad - w.extent) / w.stride + 1)}, "
+            f"so the last {f'{count} {noun}' if count > 1 else noun} of the input would never be read",
+            _fix(spatial, windows, bad, pool, unpadded))
+    return tuple(out_size(n, w, ceil) for n, w in zip(spatial, windows))
+
+
+_ROWS = {1: ("position", "positions"), 2: ("row/column", "rows/columns"), 3: ("plane", "planes")}
+
+
+def _an(spatial: tuple[int, ...]) -> str:
+    return f"a length-{spatial[0]}" if len(spatial) == 1 else f"a {sized(spatial)}"
+
+
+def _too_small(spatial: tuple[int, ...], windows: tuple[Window, ...], axis: int, what: str,
+               unpadded: bool) -> ShapeProblem:
+    n, w = spatial[axis], windows[axis]
+    if unpadded and n < w.extent:
+        least = tuple(max(d, v.extent) for d, v in zip(spatial, windows))
+        return ShapeProblem(
+            f"{what} doesn't fit {_an(spatial)} input: PyTorch's 3D average pool needs the input to be at least "
+            f"as large as its window ({n} < {w.extent}), padding or not",
+            f"fix: use an input of at least {sized(least)} here, a window of at most {n}, or a max pool")
+    return ShapeProblem(
+        f"{what} doesn't fit {_an(spatial)} input: {_formula(n, w)} = {_fmt((n + 2 * w.pad - w.extent) / w.stride + 1)}, "
+        f"the window ({w.extent}) is larger than the padded input ({n + 2 * w.pad})",
+        f"the input is already {n} wide here; remove a downsampling layer before it, or pad")
+
+
+def _fix(spatial: tuple[int, ...], windows: tuple[Window, ...], bad: list[int], pool: bool, unpadded: bool) -> str:
+    """Suggest the smallest padding (a pool's: at most half its window), `ceil` (pools, with
+    which nothing is left unread), and the nearest input sizes that fit."""
+    options = []
+    pads = [fitting_pad(spatial[a], windows[a], windows[a].kernel // 2 if pool else None) for a in bad]
+    if None not in pads:
+        new = [w.pad for w in windows]
+        for a, p in zip(bad, pads):
+            new[a] = p
+        options.append(f"`pad {_per_axis(new)}`")
+    if pool:
+        options.append("`ceil`")
+    sizes = [s for s in (_resized(spatial, windows, bad, up, unpadded) for up in (True, False)) if s is not None]
+    if sizes:
+        options.append(f"an input of {' or '.join(map(sized, sizes))} here".replace(" or length ", " or "))
+    return "fix: use " + ", or ".join(options) if options else "fix: change the window, its stride or the input size"
+
+
+def _resized(spatial, windows, bad, up: bool, unpadded: bool) -> tuple[int, ...] | None:
+    new = list(spatial)
+    for a in bad:
+        found = next_fits(spatial[a], windows[a], up, unpadded)
+        if found is None:
+            return None
+        new[a] = found
+    return tuple(new)
+
+
+def _per_axis(values: list[int]) -> str:
+    return str(values[0]) if len(set(values)) == 1 else "x".join(map(str, values))
 
 
 def _formula(size: int, w: Window) -> str:
@@ -90,25 +229,3 @@ def _fmt(x: float) -> str:
         return str(int(x))
     text = f"{x:.2f}"
     return f"{x:.10g}" if float(text) == int(float(text)) else text  # 1.999999997, not 2.00
-
-
-def _fix(size: int, w: Window) -> str:
-    """Suggest the nearest input size and the smallest padding that fit exactly or harmlessly."""
-    pads = range(w.pad + 1, w.pad + min(w.extent, 64) + 1)  # bounded: a hint must not take forever
-    fits = [p for p in pads if _fits(size, Window(w.kernel, w.stride, p, w.dilation))]
-    bigger = size + w.stride - (size + 2 * w.pad - w.extent) % w.stride
-    smaller = size - (size + 2 * w.pad - w.extent) % w.stride
-    options = [f"an input of {bigger}x{bigger}"]
-    if smaller >= w.extent:
-        options.append(f"{smaller}x{smaller}")
-    if fits:
-        options.insert(0, f"pad {fits[0]}")
-    return "fix: use " + ", or ".join(options)
-
-
-def _fits(size: int, w: Window) -> bool:
-    try:
-        window_out(size, w, False, "", "")
-    except ShapeProblem:
-        return False
-    return True
