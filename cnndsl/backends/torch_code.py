@@ -28,19 +28,27 @@ _ARG_DEFAULTS = {"stride": 1, "present": False}
 
 
 def member(attr: str) -> str:
-    """`self.conv1`; an attribute that is no Python name (`0`, `class`) through getattr."""
-    return f"self.{attr}" if attr.isidentifier() and not keyword.iskeyword(attr) else f"getattr(self, {attr!r})"
+    """`self.conv1`, `self.branch1.relu1` (in an opened scope); a part that is no Python name
+    (`0`, `class`) through getattr."""
+    out = "self"
+    for part in attr.split("."):
+        out = f"{out}.{part}" if _plain(part) else f"getattr({out}, {part!r})"
+    return out
 
 
 def assign(attr: str, text: str) -> str:
     """The __init__ line that registers a module (None included) under `attr`."""
-    if attr.isidentifier() and not keyword.iskeyword(attr):
-        return f"self.{attr} = {text}"
-    return f"self.add_module({attr!r}, {text})"
+    owner, _, last = attr.rpartition(".")
+    owner = member(owner) if owner else "self"
+    return f"{owner}.{last} = {text}" if _plain(last) else f"{owner}.add_module({last!r}, {text})"
+
+
+def _plain(name: str) -> bool:
+    return name.isidentifier() and name.isascii() and not keyword.iskeyword(name)
 
 
 def identifier(text: str, taken: set) -> str:
-    name = re.sub(r"\W", "_", text) or "_"
+    name = re.sub(r"[^0-9A-Za-z_]", "_", text) or "_"
     name = "_" + name if name[0].isdigit() or keyword.iskeyword(name) else name
     base, n = name, 2
     while name in taken:
@@ -213,6 +221,8 @@ def forward(unit: Unit, attrs: dict[str, str], optional: dict[str, str]) -> list
     w = _Writer(unit, alias)
     lines: list[str] = []
     for p, item in enumerate(unit.items):
+        if item.apply == "group":
+            continue
         if item.apply == "input":
             w.take(item.makes[0], "x")
         elif item.makes[0] not in alias:
@@ -254,8 +264,9 @@ class _Writer:
         return name not in RESERVED and (name not in self.holder or self.last.get(self.holder[name], -1) <= p)
 
     def fresh(self, preferred: str, p: int) -> str:
+        preferred = identifier(preferred.rpartition(".")[2], set())  # `branch1.x` -> x, `0` -> _0
         name, n = preferred, 2
-        while not self.free(name, p) or not name.isidentifier() or keyword.iskeyword(name):
+        while not self.free(name, p):
             name, n = f"{preferred}{n}", n + 1
         return name
 

@@ -15,9 +15,10 @@ structure have equal templates and differ only in their values.
 from __future__ import annotations
 
 import keyword
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from cnndsl.backends.torch_ops import Layer, describe, shortcut_layer
+from cnndsl.backends.torch_scopes import Opened, Scope, relative, scope_tree
 from cnndsl.ir.graph import Graph, Node
 from cnndsl.ir.joins import Shortcut
 from cnndsl.ir.shape import Shape
@@ -58,23 +59,10 @@ class Item:
     """One step of a class's forward: a layer (node) or a sub-unit, what it reads and makes."""
 
     attr: str
-    apply: str  # torch_ops's applications, plus "unit" and "optional"
+    apply: str  # torch_ops's applications, plus "unit", "optional" and "group" (an opened scope's container)
     template: object  # Layer | Optional | ClassCall | None, with Slots
     reads: tuple[int, ...]
     makes: tuple[int, ...]
-
-
-@dataclass(eq=False)
-class Scope:
-    path: tuple[str, ...]
-    children: list = field(default_factory=list)  # Node | Scope, in node order
-    ids: set = field(default_factory=set)
-    inputs: list = field(default_factory=list)  # values read from outside, in first-read order
-    outputs: list = field(default_factory=list)  # values read outside (or the network's output)
-
-    @property
-    def attr(self) -> str:
-        return self.path[-1]
 
 
 @dataclass
@@ -99,86 +87,49 @@ class Analysis:
 
 def analyse(graph: Graph, shapes: tuple[Shape, ...]) -> Analysis:
     """Split the graph into units and group equal class structures."""
-    root = _tree(graph)
-    _interfaces(root, graph)
+    root = scope_tree(graph)
     inplace = relu_in_place(graph)
     classes: dict = {}
     unit = _unit(root, graph, shapes, inplace, classes, is_root=True)
     return Analysis(graph, shapes, unit, classes)
 
 
-# -- the scope tree ------------------------------------------------------------------------
-
-def _tree(graph: Graph) -> Scope:
-    root = Scope(())
-    scopes = {(): root}
-    leaves = set()
-    for node in graph.nodes:
-        parts = tuple(node.name.split("."))
-        for depth in range(1, len(parts)):
-            path = parts[:depth]
-            if path not in scopes:
-                scopes[path] = Scope(path)
-                scopes[path[:-1]].children.append(scopes[path])
-            scopes[path].ids.add(node.id)
-        if parts in scopes or parts in leaves or any(parts[:d] in leaves for d in range(1, len(parts))):
-            raise ValueError(f"layer name {node.name!r} is used twice (as a layer and as a group)")
-        leaves.add(parts)
-        root.ids.add(node.id)
-        scopes[parts[:-1]].children.append(node)
-    return root
-
-
-def _interfaces(scope: Scope, graph: Graph) -> None:
-    users: dict[int, list[int]] = {}
-    for node in graph.nodes:
-        for i in reads(node):
-            users.setdefault(i, []).append(node.id)
-    _interface(scope, graph, users)
-
-
-def _interface(scope: Scope, graph: Graph, users: dict) -> None:
-    for node_id in sorted(scope.ids):
-        for i in reads(graph.nodes[node_id]):
-            if i not in scope.ids and i not in scope.inputs:
-                scope.inputs.append(i)
-        outside = any(u not in scope.ids for u in users.get(node_id, ()))
-        if outside or node_id == graph.output:
-            scope.outputs.append(node_id)
-    for child in scope.children:
-        if isinstance(child, Scope):
-            _interface(child, graph, users)
-
-
 # -- units ---------------------------------------------------------------------------------
 
 def _unit(scope: Scope, graph, shapes, inplace, classes, is_root=False) -> Unit:
     """The unit a scope becomes (the root always a class); class units are added to `classes`."""
-    subs = {c.attr: _unit(c, graph, shapes, inplace, classes) for c in scope.children if isinstance(c, Scope)}
+    subs = {c: _unit(c, graph, shapes, inplace, classes) for c in scope.children if isinstance(c, Scope)}
     values: list = []
     if not is_root and _is_seq(scope):
-        template = Layer("nn.Sequential", tuple(_embed(subs[c.attr], values) for c in scope.children))
+        template = Layer("nn.Sequential", tuple(_embed(subs[c], values) for c in scope.children))
         return Unit("seq", ("seq", template), template, values, scope)
     steps = {c.id: describe(c, tuple(shapes[i] for i in c.inputs), shapes[c.id], c.id in inplace)
              for c in scope.children if isinstance(c, Node)}
     if not is_root and _is_chain(scope, steps):
         template = Layer("named", (), tuple((_name(c), _slots(steps[c.id].layer, values)) for c in scope.children))
         return Unit("chain", ("chain", template), template, values, scope)
-    items = tuple(_leaf_item(c, steps[c.id], shapes, values) if isinstance(c, Node) else
-                  Item(c.attr, "unit", _embed(subs[c.attr], values), tuple(c.inputs), tuple(c.outputs))
-                  for c in scope.children)
+    items = tuple(_item(c, scope, steps, subs, shapes, values) for c in scope.children)
     key = ("class", _localise(scope, items), len(scope.inputs))
     unit = Unit("class", key, ClassCall(key, tuple(Slot(i) for i in range(len(values)))), values, scope, items)
     classes.setdefault(key, []).append(unit)
     return unit
 
 
+def _item(child, scope: Scope, steps: dict, subs: dict, shapes, values: list) -> Item:
+    """The forward step of one child: a layer, a sub-unit, or an opened scope's container."""
+    attr = relative(child, scope)
+    if isinstance(child, Node):
+        return _leaf_item(child, attr, steps[child.id], shapes, values)
+    if isinstance(child, Opened):
+        return Item(attr, "group", None, (), ())
+    return Item(attr, "unit", _embed(subs[child], values), tuple(child.inputs), tuple(child.outputs))
+
+
 def _name(node: Node) -> str:
     return node.name.split(".")[-1]
 
 
-def _leaf_item(node: Node, step, shapes, values: list) -> Item:
-    attr = _name(node)
+def _leaf_item(node: Node, attr: str, step, shapes, values: list) -> Item:
     op = node.op
     if isinstance(op, Shortcut) and op.mode in ("projection", "zero-pad"):
         ins = tuple(shapes[i] for i in node.inputs)

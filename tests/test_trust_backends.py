@@ -1,0 +1,207 @@
+"""Issue 10's backend cases: random valid networks through every backend (the in-memory
+module, the generated source, ONNX with onnxruntime), hostile names in generated source,
+bounded memory when streaming huge weights, bad weights files, and the ONNX path's
+start-up (no ml_dtypes)."""
+
+from __future__ import annotations
+
+import ast
+import runpy
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import cnndsl
+from cnndsl.backends.onnx_emit import to_bytes
+from cnndsl.backends.ort_run import session
+from cnndsl.backends.torch_source import docstring, to_source
+from conftest import ROOT
+
+# -- random valid networks -----------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    """What the generator knows of the value it is at: rank, channels, side, labelled skips."""
+
+    rank: int
+    channels: int
+    side: int
+    labels: dict = field(default_factory=dict)  # label -> (channels, side, jump)
+    count: int = 0
+    jump: int = 1  # the product of the strides so far: a skip must come from the same jump
+
+    def stride(self, s: int) -> None:
+        self.side, self.jump = (self.side - 1) // s + 1, self.jump * s
+
+    def skips(self) -> list:
+        return sorted((k, v[:2]) for k, v in self.labels.items() if v[2] == self.jump)
+
+
+def _k(state: _State, k: int) -> str:
+    return "x".join([str(k)] * state.rank)
+
+
+@st.composite
+def _branch(draw, state: _State, out: int | None) -> tuple[str, int]:
+    """One shape-keeping branch of concat/add; `out`: the channels it must give (add)."""
+    width = out or draw(st.integers(1, 5))
+    kinds = ["conv", "pair"] + (["identity", "relu", "norm"] if out in (None, state.channels) else [])
+    kind = draw(st.sampled_from(kinds))
+    if kind == "identity":
+        return "identity", state.channels
+    if kind in ("relu", "norm"):
+        return ("relu" if kind == "relu" else "batch norm"), state.channels
+    k = draw(st.sampled_from([1, 3]))
+    if kind == "conv":
+        return f"{_k(state, k)} conv, {width}", width
+    mid = draw(st.integers(1, 4))
+    return f"[{_k(state, 1)} conv, {mid}; relu; {_k(state, k)} conv, {width}]", width
+
+
+@st.composite
+def _layer(draw, state: _State) -> str:
+    """One line that keeps the network valid; updates `state`."""
+    kinds = ["conv", "act", "concat", "add", "residual", "block"] + (["pool"] if state.side % 2 == 0 else [])
+    kinds += ["skip"] if state.skips() else []
+    kind = draw(st.sampled_from(kinds))
+    label = ""
+    if draw(st.integers(0, 3)) == 0:
+        state.count += 1
+        label = f"s{state.count}: "
+    text = draw(_line(kind, state))
+    if label:
+        state.labels[label[:-2]] = (state.channels, state.side, state.jump)
+    return label + text
+
+
+@st.composite
+def _line(draw, kind: str, state: _State) -> str:
+    if kind == "conv":
+        width, option = draw(st.integers(1, 6)), draw(st.sampled_from(["", "", ", stride 2", ", pad valid"]))
+        option = "" if option == ", pad valid" and state.side < 3 else option
+        state.channels = width
+        state.stride(2 if option == ", stride 2" else 1)
+        state.side -= 2 if option == ", pad valid" else 0
+        return f"{_k(state, 3 if option == ', pad valid' else draw(st.sampled_from([1, 3])))} conv, {width}{option}"
+    if kind == "act":
+        return draw(st.sampled_from(["relu", "batch norm", "tanh", "leaky relu 0.1", "dropout 0.5", "sigmoid"]))
+    if kind == "pool":
+        state.side, state.jump = state.side // 2, state.jump * 2
+        return f"{_k(state, 2)} {draw(st.sampled_from(['max', 'average']))} pool"
+    if kind in ("concat", "add"):
+        branches = draw(st.lists(_branch(state, None if kind == "concat" else state.channels), min_size=1,
+                                 max_size=3))
+        state.channels = sum(c for _, c in branches) if kind == "concat" else state.channels
+        return kind + " {\n" + "\n".join("  " + b for b, _ in branches) + "\n}"
+    if kind == "residual":
+        width, times, stride = draw(st.integers(1, 5)), draw(st.integers(1, 2)), draw(st.sampled_from([1, 2]))
+        state.channels = width
+        state.stride(stride)
+        return f"[{_k(state, 3)} conv, {width}; relu; {_k(state, 3)} conv, {width}] x {times}, residual" + \
+            (", stride 2" if stride == 2 else "")
+    if kind == "block":
+        width, times = draw(st.integers(1, 5)), draw(st.integers(1, 2))
+        state.channels = width
+        return f"unit({width}) x {times}" + (", residual" if draw(st.booleans()) else "")
+    name, (channels, side) = draw(st.sampled_from(state.skips()))
+    fit = "" if side == state.side else ", crop" if side > state.side else ", pad"
+    if channels == state.channels and draw(st.booleans()):
+        return f"add {name}{fit}"
+    state.channels += channels
+    return f"concat {name}{fit}"
+
+
+@st.composite
+def networks(draw) -> str:
+    """The text of a small valid network: convs, activations, pools, concat/add branches,
+    residual groups, block uses, labelled skips (concat/add with crop or pad)."""
+    rank = draw(st.sampled_from([2, 2, 2, 1, 3]))
+    side = {1: 12, 2: 8, 3: 4}[rank]
+    state = _State(rank, draw(st.integers(1, 3)), side)
+    head = [f"input {'x'.join([str(side)] * rank)}x{state.channels}"]
+    head += draw(st.lists(st.sampled_from(["activation relu", "conv = conv -> batch norm -> relu"]), max_size=2,
+                          unique=True))
+    head.append(f"block unit(n) {{\n  {_k(state, 3)} conv, n\n  relu\n}}")
+    body = [draw(_layer(state)) for _ in range(draw(st.integers(1, 7)))]
+    if draw(st.booleans()):
+        body += ["global average pool", f"FC {draw(st.integers(1, 4))}"]
+    return "\n".join(head + body) + "\n"
+
+
+def _run_all(text: str) -> None:
+    """Every backend on the network: equal shapes (the IR's) and equal outputs within 1e-4."""
+    net = cnndsl.loads(text, name="random.arch")
+    module = net.to_torch(seed=1).eval()
+    x = torch.randn(2, net.shapes[0].channels, *net.shapes[0].spatial, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        values = module.outputs(x)
+        for node, value, shape in zip(net.graph.nodes, values, net.shapes):
+            assert tuple(value.shape[1:]) == (shape.channels, *shape.spatial), (node.name, text)
+        want = module(x).numpy()
+        namespace: dict = {}
+        exec(compile(to_source(net), "random_net.py", "exec"), namespace)  # noqa: S102 (our own output)
+        generated = namespace[_root_class(namespace)]()
+        generated.load_state_dict(module.state_dict(), strict=True)
+        got = generated.eval()(x).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=text)
+    sess = session(to_bytes(net, seed=1))
+    ort_out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(ort_out, want, atol=1e-4, rtol=1e-4, err_msg=text)
+
+
+def _root_class(namespace: dict) -> str:
+    classes = [k for k, v in namespace.items() if isinstance(v, type) and issubclass(v, torch.nn.Module)
+               and v.__module__ == namespace.get("__name__", "builtins") and k not in ("Maxout", "Subsample")]
+    return classes[-1]
+
+
+@pytest.mark.timeout(240)
+@settings(max_examples=40, deadline=5000, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(networks())
+def test_random_networks_agree_in_every_backend(text):
+    _run_all(text)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("text", [
+    "input 8x8x3\nconcat { relu }\nconcat { relu }\n",  # the issue's case: scope `branch1` read its own output
+    "input 8x8x3\nconcat {\n  3x3 conv, 2\n}\n3x3 conv, 4\nconcat {\n  1x1 conv, 3\n  identity\n}\nadd {\n  identity\n"
+    "  3x3 conv, 7\n}\n",
+    "input 8x8x2\nc: [3x3 conv, 2; concat { relu }] x 2\nconcat { relu }\nadd { relu }\nadd { relu }\n",
+])
+def test_reused_branch_names_compile_to_working_source(text):
+    _run_all(text)
+
+
+# -- 17: no input text reaches generated code unescaped ----------------------------------------
+
+HOSTILE = ['x""";open("PWNED","w");"""y', "a\\", 'q"', "line\nopen('PWNED','w')#", "cr\ropen('PWNED','w')",
+           "ls\u2028open('PWNED','w')", "nul\0z", "tab\t\\x\"\"\"", "é\udcff"]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_file_names_stay_text(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    net = cnndsl.loads("input 8x8x3\n3x3 conv, 4\nconcat { relu }\n", name=f"{name}.arch")
+    path = tmp_path / "generated.py"
+    path.write_text(to_source(net), encoding="utf-8", errors="surrogateescape")
+    namespace = runpy.run_path(str(path))  # as `import` would run it
+    assert [p.name for p in tmp_path.iterdir()] == ["generated.py"]  # no PWNED
+    assert namespace["__doc__"] == f"Network in PyTorch, generated by cnndsl from {name}.arch."
+    assert tuple(namespace["Network"]()(torch.zeros(1, 3, 8, 8)).shape) == (1, 4, 8, 8)
+
+
+def test_docstrings_escape_every_character_that_could_end_them():
+    for text in HOSTILE + ['"', '""', '"""', "\\", "\\\\\"", "\x85\x0b\x0c\u2029"]:
+        literal = docstring(text)
+        tree = ast.parse(literal)
+        assert len(tree.body) == 1 and ast.literal_eval(literal) == text
+        assert "\n" not in literal and "\r" not in literal and "\u2028" not in literal
