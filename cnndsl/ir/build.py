@@ -19,7 +19,7 @@ from cnndsl.ir.shape import Shape
 from cnndsl.source import Source, Span
 from cnndsl.syntax import ast
 
-MAX_NODES = 200_000
+MAX_NODES = 20_000  # IR nodes after expansion (implicit ReLU/BN included); ResNet-1001 has about 4,000
 _UNNUMBERED = frozenset({"input", "downsample", "add", "concat"})  # torchvision's names: x, downsample
 
 
@@ -305,7 +305,8 @@ class Builder:
     def _add(self, op: Op, inputs: tuple[int, ...], span: Span, frame: _Frame, kind: str, *,
              implicit: bool = False, label: str | None = None) -> int:
         if len(self.nodes) >= MAX_NODES:
-            raise _TooBig(span, f"the network has more than {MAX_NODES:,} layers")
+            raise _TooBig(span, f"the network has more than {MAX_NODES:,} layers (the limit, counting implicit "
+                                "activations and rule layers); this line would add more")
         if label and not implicit and not self._is_grouped_label(frame, label):
             leaf = self._claim(frame.scope, label, span)
         else:

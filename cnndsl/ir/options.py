@@ -11,6 +11,7 @@ from cnndsl.ir.shape import MAX_DIM
 from cnndsl.syntax import ast
 
 FLAGS = frozenset({"ceil", "residual", "crop", "pad", "same", "valid"})
+MAX_OPTIONS = 64  # on one line; no layer takes more than a handful
 
 
 class Options:
@@ -18,6 +19,9 @@ class Options:
 
     def __init__(self, options: tuple[ast.Option, ...], env: Env):
         self.env = env
+        if len(options) > MAX_OPTIONS:
+            raise BuildError(options[MAX_OPTIONS].span, f"a line may have at most {MAX_OPTIONS} options; "
+                             f"this one has {len(options):,}")
         self.keyed: dict[str, ast.KwOption] = {}
         self.positional: list[ast.Value] = []
         for opt in options:
