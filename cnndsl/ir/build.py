@@ -19,6 +19,7 @@ from cnndsl.ir.shape import Shape
 from cnndsl.source import Source, Span
 from cnndsl.syntax import ast
 
+MAX_DEPTH = 64  # groups, branches and block uses nested in one another (brackets alone stop at 32)
 MAX_NODES = 20_000  # IR nodes after expansion (implicit ReLU/BN included); ResNet-1001 has about 4,000
 _UNNUMBERED = frozenset({"input", "downsample", "add", "concat"})  # torchvision's names: x, downsample
 
@@ -46,6 +47,7 @@ class _Frame:
     trace: tuple[Span, ...] = ()
     calls: tuple[str, ...] = ()
     copies: int = 1  # how many times the enclosing repeats build this place
+    depth: int = 0  # groups, branches and block uses around this place
 
 
 class Builder:
@@ -157,6 +159,10 @@ class Builder:
             self._check_repeat(line, count, frame)
         if not isinstance(line.unit, ast.Head):
             opts.finish(("residual", "stride"), "a group")
+            if frame.depth >= MAX_DEPTH:
+                raise _TooBig(line.span, f"groups, branches and block uses are nested more than {MAX_DEPTH} deep here",
+                              frame.trace)
+            frame = replace(frame, depth=frame.depth + 1)
         label = line.label or (self._fresh(frame.scope, "layer") if residual else None)
         grouped = label is not None and (count > 1 or not isinstance(line.unit, ast.Head))
         scope = frame.scope + ((label,) if grouped else ())
@@ -178,7 +184,7 @@ class Builder:
 
     def _check_repeat(self, line: ast.Line, count: int, frame: _Frame) -> None:
         """Refuse a repeat that would make more than MAX_NODES layers before building any of it."""
-        each = _min_layers(line.unit, self.blocks, {})
+        each = _min_layers(line.unit, self.blocks, {}, frame.depth)
         total = frame.copies * count * each
         if total <= MAX_NODES and len(self.nodes) + count * each <= MAX_NODES:
             return
@@ -250,7 +256,7 @@ class Builder:
         values.update({p: evaluate(a, frame.env) for p, a in zip(block.params, call.args)})
         env = Env(values)
         scope = frame.scope if named else frame.scope + (self._fresh(frame.scope, call.name),)
-        inner = _Frame(env, scope, frame.trace + (call.span,), frame.calls + (call.name,), frame.copies)
+        inner = _Frame(env, scope, frame.trace + (call.span,), frame.calls + (call.name,), frame.copies, frame.depth)
         self._directives([s for s in block.body if isinstance(s, ast.Let)], inner)
         statements = block.body
         if stride != 1:
@@ -338,26 +344,29 @@ class Builder:
         return label in frame.scope
 
 
-def _min_layers(unit: ast.Unit, blocks: dict[str, ast.BlockDef], known: dict[str, int]) -> int:
-    """A lower bound on the layers one copy of `unit` makes, counting only literal repeats."""
+def _min_layers(unit: ast.Unit, blocks: dict[str, ast.BlockDef], known: dict[str, int], depth: int) -> int:
+    """A lower bound on the layers one copy of `unit` makes, counting only literal repeats
+    (and nothing below MAX_DEPTH levels, where building stops anyway)."""
     if isinstance(unit, ast.Head):
         return 1
+    if depth >= MAX_DEPTH:
+        return 0
     if isinstance(unit, ast.Call):
         if unit.name not in known and unit.name in blocks:
             known[unit.name] = 0  # a recursive use counts nothing (it is an error anyway)
             body = [s for s in blocks[unit.name].body if isinstance(s, ast.Line)]
-            known[unit.name] = _min_lines(body, blocks, known)
+            known[unit.name] = _min_lines(body, blocks, known, depth + 1)
         return known.get(unit.name, 1)
-    return _min_lines(unit.lines if isinstance(unit, ast.Group) else unit.branches, blocks, known)
+    return _min_lines(unit.lines if isinstance(unit, ast.Group) else unit.branches, blocks, known, depth + 1)
 
 
-def _min_lines(lines, blocks: dict[str, ast.BlockDef], known: dict[str, int]) -> int:
+def _min_lines(lines, blocks: dict[str, ast.BlockDef], known: dict[str, int], depth: int) -> int:
     total = 0
     for line in lines:
         if directive(line) or layers.is_identity(line):
             continue
         n = line.repeat.value if isinstance(line.repeat, ast.Num) and isinstance(line.repeat.value, int) else 1
-        total += max(1, n) * _min_layers(line.unit, blocks, known)
+        total += max(1, n) * _min_layers(line.unit, blocks, known, depth)
     return total
 
 
