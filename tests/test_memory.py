@@ -31,14 +31,20 @@ def test_inference_peak_by_hand():
 
 
 def test_training_peak_by_hand():
-    # Backward peaks when the ReLU's input gradient (1,024 B) joins its output gradient,
-    # the saved input and conv output, and the FC's weight gradients: 7,608 B. The SGD step
-    # with momentum and weight decay then holds weights, gradients, the decayed-gradient
-    # temporaries and the momentum buffers: 4 copies of the parameters.
-    m = _estimate(TINY, training=True, optimizer="sgd-momentum")
-    assert m.peak == 4 * WEIGHTS and m.phase == "step"
-    assert _estimate(TINY, training=True, optimizer="sgd", weight_decay=False).peak == 7608
-    assert _estimate(TINY, training=True, optimizer="adam").peak == 5 * WEIGHTS
+    # Plain SGD without weight decay: backward peaks when the ReLU's input gradient (1,024 B)
+    # joins its output gradient, the saved input and conv output, and the FC's weight
+    # gradients: 7,608 B. In the steady state (the second step on) the optimizer's state,
+    # made by the first step, is held through that same moment: momentum one copy of the
+    # parameters, Adam two. The step itself then holds weights, gradients, the state and
+    # the decayed-gradient temporaries (3 + copies copies of the parameters), which is less.
+    plain = _estimate(TINY, training=True, optimizer="sgd", weight_decay=False)
+    assert (plain.peak, plain.phase, plain.optimizer_state) == (7608, "backward", 0)
+    for optimizer, copies in (("sgd-momentum", 1), ("adam", 2)):
+        m = _estimate(TINY, training=True, optimizer=optimizer)
+        assert m.peak == 7608 + copies * WEIGHTS and m.phase == "backward", optimizer
+        assert m.optimizer_state == copies * WEIGHTS and m.peak > (3 + copies) * WEIGHTS
+    # With weight decay and no state, the step's three copies (6,648 B) stay under backward's peak.
+    assert _estimate(TINY, training=True, optimizer="sgd").peak == 7608
 
 
 def test_relu_in_place_only_when_safe():
@@ -78,7 +84,7 @@ def test_check_prints_memory(cli):
     assert set(mem) == {"inference", "training"}
     assert mem["training"]["peak_bytes"] > mem["inference"]["peak_bytes"]
     res = cli("check", "architectures/vgg16.arch", "--training", "--optimizer", "adam")
-    assert res.code == 0 and "training step (adam" in res.out
+    assert res.code == 0 and "training step (adam" in res.out and "in the steady state" in res.out
 
 
 def test_bench_on_cpu(cli):
@@ -93,10 +99,34 @@ torch = pytest.importorskip("torch")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (the memory model is checked on a GPU)")
 
 
+def _optimizer(name: str, params):
+    if name == "adam":
+        return torch.optim.Adam(params, lr=1e-3, weight_decay=5e-4)
+    return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+
+def _steady_state_peak(model, x, optimizer: str) -> int:
+    """Peak bytes of the second training step: the first makes the optimizer's state; the
+    peak statistics are reset between the two (gradients freed, set_to_none)."""
+    opt = _optimizer(optimizer, model.parameters())
+    model.train()
+
+    def step():
+        torch.log(model(x) + 1e-9).mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated()
+
+
 @needs_cuda
 @pytest.mark.parametrize("name", ["vgg16", "resnet50"])
 @pytest.mark.parametrize("batch", [1, 32])
-@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("training", [None, "sgd-momentum", "adam"])
 def test_predicted_peak_matches_cuda(name, batch, training):
     net = cnndsl.load(f"architectures/{name}.arch")
     r = net.report
@@ -104,16 +134,14 @@ def test_predicted_peak_matches_cuda(name, batch, training):
     model = net.to_torch(seed=0).cuda()
     x = torch.randn(batch, r.shapes[0].channels, *r.shapes[0].spatial, device="cuda")
     torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
     if training:
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-        out = model.train()(x)
-        torch.log(out + 1e-9).mean().backward()
-        opt.step()
+        measured = _steady_state_peak(model, x, training)
     else:
+        torch.cuda.reset_peak_memory_stats()
         with torch.no_grad():
             model.eval()(x)
-    torch.cuda.synchronize()
-    measured = torch.cuda.max_memory_allocated()
-    predicted = estimate(r.graph, r.shapes, r.counts, batch=batch, training=training).peak
+        torch.cuda.synchronize()
+        measured = torch.cuda.max_memory_allocated()
+    predicted = estimate(r.graph, r.shapes, r.counts, batch=batch, training=bool(training),
+                         optimizer=training or "sgd-momentum").peak
     assert predicted == pytest.approx(measured, rel=0.10)

@@ -7,8 +7,14 @@ freed after its last reader, and in training autograd keeps what each op's backw
 (PyTorch's derivatives.yaml): conv, BN, linear and pools keep their input, max pool also its
 int64 indices, ReLU/tanh/sigmoid/softmax their output, dropout its mask. Backward runs the
 nodes in reverse, allocating input gradients and, once, each parameter's gradient, and
-freeing saved tensors as it passes them. The optimizer step adds its state (momentum: one
-copy of the parameters; Adam: two) and, with weight decay, a temporary copy of the gradients.
+freeing saved tensors as it passes them. The optimizer step then makes, with weight decay, a
+temporary copy of the gradients (and Adam one more temporary, freed in between).
+
+A training step is predicted in the steady state, the second step and every one after it,
+which is where a training loop spends its time: the optimizer's state (momentum: one copy of
+the parameters; Adam: two), made by the first step, is held through the whole step, forward
+and backward included; the gradients are freed between steps (zero_grad(set_to_none=True),
+PyTorch's default). The first step peaks lower, since its state only appears at its end.
 
 Not modelled: cuDNN/cuBLAS workspaces (algorithm-dependent), the allocator's rounding and
 fragmentation, and the CUDA context. Figures are bytes above nothing: weights included.
@@ -139,6 +145,9 @@ class _Replay:
 
     def run(self) -> MemoryEstimate:
         self.alloc("weights", self.weights, "forward")
+        copies = OPTIMIZER_COPIES[self.optimizer] if self.training else 0
+        if copies:  # the steady state: the state the first step made is held from the start
+            self.alloc("optimizer", copies * self.param_bytes, "forward")
         self.forward()
         if self.training:
             self.backward()
@@ -231,10 +240,7 @@ class _Replay:
                     self.free(key)
 
     def step(self) -> None:
-        for key in [k for k in self.live if k not in ("weights", "grads")]:
+        for key in [k for k in self.live if k not in ("weights", "grads", "optimizer")]:
             self.free(key)
-        copies = OPTIMIZER_COPIES[self.optimizer]
-        if self.weight_decay:
-            self.alloc("temp", self.param_bytes, "step")  # foreach: grads + wd * params, a new list
-        if copies:
-            self.alloc("optimizer", copies * self.param_bytes, "step")
+        if self.weight_decay or self.optimizer == "adam":  # foreach: grads + wd * params, a new list;
+            self.alloc("temp", self.param_bytes, "step")  # Adam's sqrt(v) comes after that one is freed
