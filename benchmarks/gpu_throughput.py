@@ -7,7 +7,7 @@ Measures, side by side and in the same process:
   - onnxruntime CUDA (I/O binding, prefer_nhwc): cnndsl's ONNX vs torch.onnx.export of the
     torchvision model, fp32 and fp16;
   - memory: cnndsl's predicted peak vs torch.cuda.max_memory_allocated for vgg16 and
-    resnet50, inference and one SGD-momentum training step, batch 1 and 32.
+    resnet50, inference and one SGD-momentum training step (the second: the steady state), batch 1 and 32.
 Writes benchmarks/results/gpu_throughput.{json,md} (and .png when matplotlib is there).
 
     PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu_throughput.py --out $OUT
@@ -160,13 +160,17 @@ def memory_rows(args, device) -> list[dict]:
                 x = torch.randn(batch, 3, 224, 224, device=device)
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
-                if training:
+                if training:  # the steady state, as predicted: the second step, its optimizer state made by the first
                     model.train()
                     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
                     y = torch.randint(0, 1000, (batch,), device=device)
-                    loss = torch.nn.functional.nll_loss(torch.log(model(x) + 1e-9), y)
-                    loss.backward()
-                    opt.step()
+                    for first in (True, False):
+                        torch.nn.functional.nll_loss(torch.log(model(x) + 1e-9), y).backward()
+                        opt.step()
+                        opt.zero_grad(set_to_none=True)
+                        if first:
+                            torch.cuda.synchronize()
+                            torch.cuda.reset_peak_memory_stats()
                 else:
                     model.eval()
                     with torch.no_grad():
