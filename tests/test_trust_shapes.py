@@ -4,12 +4,16 @@ even kernels get no silent off-by-one padding, and fix hints name sizes that fit
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
+import torch
+import torch.nn.functional as F
 
 from cnndsl import CnnDslError, loads
-from cnndsl.ir.shape import Window, fits, slide
+from cnndsl.ir.ops import Conv, Pool
+from cnndsl.ir.shape import Shape, ShapeProblem, Window, fits, slide
 
 
 def _error(text: str) -> str:
@@ -48,3 +52,127 @@ def test_fits_is_a_pure_predicate():
     assert fits(7, Window(3, 3), ceil=True) is True
     assert fits(2, Window(5)) is False  # larger than the input: no exception, just False
     assert fits(8, Window(1, 3)) is True  # a 1x1 window's stride skips rows anyway
+
+
+# -- 12: the checker accepts exactly what PyTorch's pooling and conv run --------------------------
+
+def _checked(op, spatial: tuple[int, ...]) -> tuple[int, ...] | str:
+    try:
+        return op.infer((Shape(1, spatial),)).spatial
+    except ShapeProblem as exc:
+        return exc.message
+
+
+def _ran(fn, spatial: tuple[int, ...], *args, **kwargs) -> tuple[int, ...] | None:
+    try:
+        return tuple(fn(torch.zeros(1, 1, *spatial), *args, **kwargs).shape[2:])
+    except RuntimeError:
+        return None
+
+
+# The checker's own rules, stricter than PyTorch on purpose (README, "doesn't fit"): rounding down
+# that leaves real input unread, and a ceil-mode window larger than the whole padded input.
+OWN_RULES = ("would never be read", "is larger than the padded input")
+
+
+def _agree(checked, ran, case) -> str:
+    """'refused' / 'ran' / 'own' after asserting the checker and PyTorch agree on `case`."""
+    if ran is None:
+        assert isinstance(checked, str), f"{case}: the checker accepts {checked}, PyTorch refuses"
+        return "refused"
+    if isinstance(checked, str):
+        assert any(rule in checked for rule in OWN_RULES), f"{case}: PyTorch runs it, the checker says {checked}"
+        return "own"
+    assert checked == ran, f"{case}: the checker says {checked}, PyTorch gives {ran}"
+    return "ran"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_pool_checker_agrees_with_torch_on_a_grid(rank):
+    outcomes = []
+    for mode, n, k, s, p, ceil in itertools.product(("max", "avg"), range(1, 6), range(1, 5), range(1, 4), range(3),
+                                                    (False, True)):
+        op = Pool(mode, (k,) * rank, (s,) * rank, (p,) * rank, ceil)
+        fn = getattr(F, f"{mode}_pool{rank}d")
+        ran = _ran(fn, (n,) * rank, k, s, p, ceil_mode=ceil)
+        outcomes.append(_agree(_checked(op, (n,) * rank), ran, (mode, rank, n, k, s, p, ceil)))
+    assert outcomes.count("refused") > 50 and outcomes.count("ran") > 200  # the grid covers both sides
+
+
+def test_pool_checker_agrees_with_torch_on_mixed_axes():
+    for spatial, kernel, pad in [((2, 5, 5), (3, 3, 3), (1, 1, 1)), ((5, 2, 5), (1, 3, 3), (0, 1, 1)),
+                                 ((4, 4), (3, 4), (1, 2)), ((3, 3, 3), (3, 3, 3), (1, 0, 1))]:
+        for mode in ("max", "avg"):
+            op = Pool(mode, kernel, (1,) * len(kernel), pad)
+            ran = _ran(getattr(F, f"{mode}_pool{len(kernel)}d"), spatial, kernel, 1, pad)
+            _agree(_checked(op, spatial), ran, (mode, spatial, kernel, pad))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_conv_checker_agrees_with_torch_on_a_grid(rank):
+    outcomes = []
+    for n, k, s, p, d in itertools.product(range(1, 6), range(1, 5), range(1, 4), range(3), (1, 2)):
+        op = Conv(1, (k,) * rank, (s,) * rank, (p,) * rank, (d,) * rank)
+        ran = _ran(getattr(F, f"conv{rank}d"), (n,) * rank, torch.zeros(1, 1, *(k,) * rank), None, s, p, d)
+        outcomes.append(_agree(_checked(op, (n,) * rank), ran, (rank, n, k, s, p, d)))
+    assert outcomes.count("refused") > 20 and outcomes.count("ran") > 100
+
+
+def test_3d_average_pool_smaller_than_its_window_is_refused_with_the_rule():
+    message = _error("input 2x2x2x1\n3x3x3 average pool, stride 1, pad 1\n")
+    assert "<string>:2:1: error: 3x3x3 avg pool" in message
+    assert "3D average pool needs the input to be at least as large as its window (2 < 3)" in message
+    assert "fix: use an input of at least 3x3x3 here" in message
+    loads("input 2x2x2x1\n3x3x3 max pool, stride 1, pad 1\n")  # max pool runs: padding makes the room
+    loads("input 3x3x3x1\n3x3x3 average pool, stride 1, pad 1\n")
+
+
+@pytest.mark.timeout(60)
+def test_pools_the_checker_accepts_run_in_onnxruntime_and_torch_alike():
+    import numpy as np
+    import onnxruntime as ort
+
+    for rank, mode, n, k, s, p, ceil in [(3, "average", 3, 3, 1, 1, False), (3, "average", 4, 3, 2, 1, True),
+                                         (2, "max", 5, 4, 3, 2, True), (1, "average", 2, 3, 2, 1, False),
+                                         (3, "max", 2, 3, 1, 1, False), (2, "average", 7, 2, 3, 1, True)]:
+        text = f"input {'x'.join([str(n)] * rank)}x2\n{'x'.join([str(k)] * rank)} {mode} pool, stride {s}, pad {p}" \
+               f"{', ceil' if ceil else ''}\n"
+        net = loads(text)
+        session = ort.InferenceSession(net.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(0).random((1, 2, *(n,) * rank), dtype=np.float32)
+        got = session.run(None, {session.get_inputs()[0].name: x})[0]
+        with torch.no_grad():
+            want = net.to_torch().eval()(torch.from_numpy(x)).numpy()
+        assert got.shape[2:] == want.shape[2:] == net.shapes[-1].spatial, text
+        np.testing.assert_allclose(got, want, atol=1e-5, err_msg=text)
+
+
+# -- 11: a connection table group lists each input map once ------------------------------------------
+
+def test_table_group_repeating_an_input_map_is_refused_at_the_group():
+    message = _error("input 8x8x3\n1x1 conv, 2, table m01-m121\n")
+    assert message.startswith("<string>:2:24: error: group 1 of the connection table (output map 1) lists input map 1 twice")
+    assert "                              ^^^^\n" in message  # under m121 only
+    assert "fix: write `m12`" in message
+
+
+def test_table_conv_refuses_options_it_would_drop():
+    assert "takes no `stride`" in _error("input 32x32x3\n5x5 conv, 3, stride 2, pad valid, table m0-m1-m2\n")
+    assert "does not pad" in _error("input 32x32x3\n5x5 conv, 3, table m0-m1-m2\n")  # default padding: 2
+    assert "always has a bias" in _error("input 32x32x3\n5x5 conv, 3, pad valid, bias off, table m0-m1-m2\n")
+    assert loads("input 32x32x3\n5x5 conv, 3, stride 1, pad valid, table m0-m12-m2\n").shapes[-1].spatial == (28, 28)
+
+
+# -- 21: an even kernel's default padding -----------------------------------------------------------
+
+def test_even_kernel_without_a_pad_asks_for_one():
+    message = _error("input 32x32x3\n4x4 conv, 8\n")  # used to give 31x31 silently
+    assert message.startswith("<string>:2:1: error: a 4x4 conv has no centre, so no padding keeps the size")
+    assert "fix: add `, pad 1` (the output one smaller than the input), `, pad 2` (one larger), or `, pad valid`" in message
+    assert "2 (dilation 3) conv has no centre" in _error("input 32x3\n2 conv, 8, dilation 3\n")
+    assert loads("input 32x32x3\n4x4 conv, 8, pad 1\n").shapes[-1].spatial == (31, 31)
+    assert loads("input 32x32x3\n4x4 conv, 8, pad valid\n").shapes[-1].spatial == (29, 29)
+    assert loads("input 32x32x3\n3x3 conv, 8, dilation 2\n").shapes[-1].spatial == (32, 32)  # extent 5: centred
+    assert loads("input 32x32x3\n2x2 conv, 8, dilation 2\n").shapes[-1].spatial == (32, 32)  # extent 3: centred

@@ -16,6 +16,7 @@ from cnndsl.ir.joins import PartialConv, Subsample
 from cnndsl.ir.ops import LRN, Activation, BatchNorm, Conv, Dropout, Flatten, GlobalPool, Linear, Maxout, Pool
 from cnndsl.ir.options import (Options, bias_flag, kernel_size, no_arg, number_arg, padding, per_axis, suggest,
                                width)
+from cnndsl.ir.shape import axes_text
 from cnndsl.source import Span
 from cnndsl.syntax import ast
 
@@ -30,6 +31,7 @@ def _conv(head: ast.Head, opts: Options, rules: dict) -> Made:
     rank = len(kernel)
     stride = per_axis(opts, "stride", rank, (1,) * rank)
     dilation = per_axis(opts, "dilation", rank, (1,) * rank)
+    _no_even_default(head, opts, kernel, dilation)
     pad = padding(opts, kernel, dilation)
     groups = opts.int("groups", 1)
     table = _table(opts)
@@ -39,6 +41,7 @@ def _conv(head: ast.Head, opts: Options, rules: dict) -> Made:
     if table is not None:
         if len(table) != out:
             raise BuildError(head.span, f"the connection table has {len(table)} rows but the conv has {out} outputs")
+        _table_plain(head, opts, {"stride": stride, "dilation": dilation, "groups": (groups,), "pad": pad}, bias)
         op = PartialConv(table, kernel)
     else:
         op = Conv(out, kernel, stride, pad, dilation, groups, bias)
@@ -55,9 +58,55 @@ def _table(opts: Options) -> tuple[tuple[int, ...], ...] | None:
     if not text or not text.startswith("m"):
         raise BuildError(opt.span, "write a connection table as `table m012-m123-...`: one group of input map digits per output map")
     parts = text.split("-")
-    if any(not (part[:1] == "m" and part[1:].isascii() and part[1:].isdigit()) for part in parts):
-        raise BuildError(opt.span, "each group of a connection table is `m` followed by input map digits, e.g. m012")
+    for j, part in enumerate(parts):
+        if not (part[:1] == "m" and part[1:].isascii() and part[1:].isdigit()):
+            raise BuildError(_group_span(opt, parts, j),
+                             "each group of a connection table is `m` followed by input map digits, e.g. m012")
+        twice = next((c for i, c in enumerate(part[1:]) if c in part[1:i + 1]), None)
+        if twice is not None:  # torch would add the map's two kernels, ONNX's dense kernel keep one
+            once = "m" + "".join(dict.fromkeys(part[1:]))
+            raise BuildError(_group_span(opt, parts, j),
+                             f"group {j} of the connection table (output map {j}) lists input map {twice} twice",
+                             Note(f"an output map reads each input map once; fix: write `{once}`"))
     return tuple(tuple(int(c) for c in part[1:]) for part in parts)
+
+
+def _group_span(opt: ast.KwOption, parts: list[str], j: int) -> Span:
+    """The span of group j of `table m012-m123-...`, or the option's when the text moved."""
+    span = opt.value.span
+    if span.line != span.end_line or span.end_col - span.col != len("-".join(parts)):
+        return opt.span
+    col = span.col + sum(len(part) + 1 for part in parts[:j])
+    return Span(span.source, span.line, col, span.line, col + len(parts[j]))
+
+
+def _table_plain(head: ast.Head, opts: Options, given: dict[str, tuple[int, ...]], bias: bool) -> None:
+    """A conv with a connection table (LeNet-5's C3) slides with stride 1, no padding, no
+    dilation, with one bias per map: refuse options that would be silently dropped."""
+    for key in ("stride", "dilation", "groups"):
+        if set(given[key]) != {1}:
+            raise BuildError(opts.keyed[key].span, f"a conv with a connection table takes no `{key}`")
+    if any(given["pad"]):
+        where = opts.keyed["pad"].span if "pad" in opts.keyed else head.span
+        raise BuildError(where, "a conv with a connection table does not pad (LeNet-5's C3 does not)",
+                         Note("fix: write `pad valid`"))
+    if not bias and "bias" in opts.keyed:  # (a batch norm rule's bias-off default does not apply)
+        raise BuildError(opts.keyed["bias"].span, "a conv with a connection table always has a bias per output map")
+
+
+def _no_even_default(head: ast.Head, opts: Options, kernel: tuple[int, ...], dilation: tuple[int, ...]) -> None:
+    """An even kernel has no centre: no symmetric padding keeps the size ("same" would pad one
+    side more), so rather than silently shrink by one, ask for the padding."""
+    if "pad" in opts.keyed or "table" in opts.keyed or not any(d * (k - 1) % 2 for k, d in zip(kernel, dilation)):
+        return
+    size = "x".join(map(str, kernel)) + ("" if set(dilation) == {1} else f" (dilation {'x'.join(map(str, dilation))})")
+    less = axes_text([d * (k - 1) // 2 for k, d in zip(kernel, dilation)])
+    more = axes_text([-(-d * (k - 1) // 2) for k, d in zip(kernel, dilation)])
+    span = head.size.span if head.size is not None else head.span
+    raise BuildError(span, f"a {size} conv has no centre, so no padding keeps the size (\"same\" would pad one side "
+                           "more than the other); say which padding you want",
+                     Note(f"fix: add `, pad {less}` (the output one smaller than the input), `, pad {more}` "
+                          "(one larger), or `, pad valid` (none)"))
 
 
 def _upconv(head: ast.Head, opts: Options, rules: dict) -> Made:

@@ -196,7 +196,7 @@ def _fix(spatial: tuple[int, ...], windows: tuple[Window, ...], bad: list[int], 
         new = [w.pad for w in windows]
         for a, p in zip(bad, pads):
             new[a] = p
-        options.append(f"`pad {_per_axis(new)}`")
+        options.append(f"`pad {axes_text(new)}`")
     if pool:
         options.append("`ceil`")
     sizes = [s for s in (_resized(spatial, windows, bad, up, unpadded) for up in (True, False)) if s is not None]
@@ -215,7 +215,8 @@ def _resized(spatial, windows, bad, up: bool, unpadded: bool) -> tuple[int, ...]
     return tuple(new)
 
 
-def _per_axis(values: list[int]) -> str:
+def axes_text(values) -> str:
+    """A per-axis option value as one writes it: `2` for all axes alike, else `1x2`."""
     return str(values[0]) if len(set(values)) == 1 else "x".join(map(str, values))
 
 
