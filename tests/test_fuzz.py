@@ -9,9 +9,13 @@ goes through `cnndsl check` as a file: exit code 0 or 1, never a traceback.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,11 +53,11 @@ def assert_handled(text: str) -> None:
         net = cnndsl.loads(text, name="fuzz.arch")
     except cnndsl.CnnDslError as exc:
         assert exc.diagnostics, "a CnnDslError with no diagnostics"
-        lines = text.split("\n")
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # line ends as in a text file
         for d in exc.diagnostics:
             assert 1 <= d.span.line <= len(lines), (d.span, d.message)
             assert d.span.col >= 1, (d.span, d.message)
-            assert d.span.col <= len(lines[d.span.line - 1].rstrip("\r")) + 1, (d.span, d.message)
+            assert d.span.col <= len(lines[d.span.line - 1]) + 1, (d.span, d.message)
             assert d.message and "__ANON" not in d.message
         exc.render()
     else:
@@ -217,3 +221,96 @@ def test_cli_never_crashes(text):
     assert "Traceback" not in result.err
     assert (result.code == 1) == bool(result.err), result.err
 
+
+
+# -- benchmarks/fuzz.py, the campaign fuzzer: a short fixed-seed run of each part ----------------
+
+FUZZ = ROOT / "benchmarks" / "fuzz.py"
+sys.path.insert(0, str(FUZZ.parent))
+
+
+def _campaign(state: Path, *args: str, env: dict | None = None) -> tuple[dict, list[dict]]:
+    """Run benchmarks/fuzz.py in a fresh process; the summed stats and findings of its journal."""
+    done = subprocess.run([sys.executable, str(FUZZ), *args, "--state", str(state), "--quiet",
+                           "--out", str(state / "fuzz.md")], capture_output=True, text=True, timeout=240,
+                          env={**os.environ, **(env or {})})
+    assert done.returncode == 0, done.stderr[-3000:]
+    import fuzz_report
+    (journal,) = state.glob(f"{args[0]}-seed*.jsonl")
+    batches = fuzz_report.batches(journal)
+    return fuzz_report.sum_stats(batches), [f for batch in batches for f in batch["findings"]]
+
+
+@pytest.mark.timeout(200)
+def test_mutation_fuzzer_smoke(tmp_path):
+    """200 mutated inputs, run in two chunks and once more (resumed: nothing left to do):
+    every input is counted once, none crashes, none is slow, and the report says so."""
+    _campaign(tmp_path, "mutate", "--count", "120", "--seed", "3")
+    stats, findings = _campaign(tmp_path, "mutate", "--count", "200", "--seed", "3")
+    again, _ = _campaign(tmp_path, "mutate", "--count", "200", "--seed", "3")
+    assert stats["n"] == again["n"] == 200
+    assert stats["accepted"] + stats["refused"] == 200 and stats["accepted"] >= 20
+    assert findings == [], findings
+    report = (tmp_path / "fuzz.md").read_text()
+    assert "| inputs run | 200 (indices 0-199) |" in report and "| crash findings | 0 |" in report
+
+
+@pytest.mark.timeout(200)
+def test_backend_fuzzer_smoke(tmp_path):
+    """5 random networks through torch, the generated source, the ONNX checker and onnxruntime."""
+    stats, findings = _campaign(tmp_path, "backends", "--count", "5", "--seed", "3")
+    assert findings == [], findings
+    assert stats["n"] == 5 and stats["ran"] >= 3 and stats["ran"] + stats["refused"] == 5
+    assert all(stats[f"stage {s}"] > 0 for s in ("check", "torch", "source", "onnx"))
+
+
+@pytest.mark.timeout(100)
+def test_fuzzer_kills_a_stuck_worker_and_goes_on(tmp_path):
+    """An input that never finishes is recorded as a hang (and saved); the rest of its batch runs."""
+    stats, findings = _campaign(tmp_path, "mutate", "--count", "20", "--seed", "3", "--kill", "1",
+                                env={"FUZZ_STALL_AT": "7"})
+    assert [(f["kind"], f["index"]) for f in findings] == [("hang", 7)]
+    assert stats["n"] == 19 and stats["skipped"] == 1
+    import fuzz_work
+    with open(findings[0]["saved"], encoding="utf-8", newline="") as f:  # as written: "\r" kept
+        assert f.read() == fuzz_work.generate("mutate", 3, 7)[0]
+
+
+def test_fuzzer_classifies_crashes_and_bad_spans(monkeypatch):
+    """What a worker records: an exception but CnnDslError is a crash with its type and place;
+    a diagnostic pointing past the text is a finding too."""
+    import fuzz_work
+    from cnndsl.diagnostics import Diagnostic
+    from cnndsl.source import Source, Span
+
+    def crash(text, **_):
+        return [][1]
+
+    monkeypatch.setattr(cnndsl, "loads", crash)
+    found = fuzz_work._mutate("input 8x8x3\n", 5, "token", Counter())
+    assert (found["kind"], found["type"], found["index"]) == ("crash", "IndexError", 5)
+    assert found["key"].startswith("IndexError at ") and "test_fuzz.py" in found["where"]
+
+    def off_the_end(text, **_):
+        raise cnndsl.CnnDslError([Diagnostic(Span(Source("f", text), 1, 14, 1, 15), "col one past the end")])
+
+    monkeypatch.setattr(cnndsl, "loads", off_the_end)
+    found = fuzz_work._mutate("input 8x8x3\r\n", 0, "newline", Counter())
+    assert found["kind"] == "diagnostic" and "col 14 outside 1..12" in found["message"]
+
+
+def test_backend_fuzzer_sees_a_wrong_number(monkeypatch):
+    """onnxruntime off by 1e-3 on one value: a mismatch, not a pass."""
+    import fuzz_backends
+    fuzz_backends.setup()
+    text = "network N\ninput 8x8x3\n3x3 conv, 4\nbatch norm\nrelu\nFC 3\n"
+    fuzz_backends.run(text, "ok", {})
+    real = fuzz_backends._ort
+
+    def off(model, x):
+        names, results = real(model, x)
+        return names, [results[0] + 1e-3, *results[1:]]
+
+    monkeypatch.setattr(fuzz_backends, "_ort", off)
+    with pytest.raises(fuzz_backends.Mismatch, match="max .difference. 0.001"):
+        fuzz_backends.run(text, "off", {})

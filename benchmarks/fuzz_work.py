@@ -1,0 +1,255 @@
+"""The worker side of benchmarks/fuzz.py: run a batch of inputs, time each, classify what
+went wrong; and `reduce`, which shrinks a failing input while its failure stays the same."""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import resource
+import signal
+import time
+import traceback
+from pathlib import Path
+
+import fuzz_inputs
+import fuzz_nets
+
+LARGE = 100_000      # bytes: above this an input may take 3x --slow (the issue's 1 MB in 3 s)
+MEMORY = 200 << 20   # bytes of peak RSS growth on one input that count as a finding
+HEADROOM = 3 << 30   # address space a mutate worker may add before MemoryError
+STALL = int(os.environ.get("FUZZ_STALL_AT", "-1"))  # tests/test_fuzz.py: the worker hangs on this input
+
+
+def generate(part: str, seed: int, index: int) -> tuple[str, str]:
+    """(text, tags) of input `index`: pure, so the parent can save any input again."""
+    return fuzz_inputs.mutant(seed, index) if part == "mutate" else fuzz_nets.network(seed, index)
+
+
+def generator_id(part: str) -> str:
+    """A hash of what input i of a campaign depends on: the generator's code (and for mutate the corpus)."""
+    import hashlib
+    module = fuzz_inputs if part == "mutate" else fuzz_nets
+    digest = hashlib.sha256(Path(module.__file__).read_bytes())
+    for text in fuzz_inputs.CORPUS if part == "mutate" else ():
+        digest.update(text.encode("utf-8"))
+    return digest.hexdigest()[:12]
+
+
+def limit(text: str, slow: float) -> float:
+    return slow * 3 if len(text.encode("utf-8", "surrogatepass")) > LARGE else slow
+
+
+def serve(part: str, seed: int, slow: float, conn, slot) -> None:
+    """A worker's life: take (start, count, skip) batches until None; for each, send back
+    (stats, findings, restart). slot = [index, monotonic start] of the input running now."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _prepare(part)
+    base = _peak()
+    while (task := conn.recv()) is not None:
+        start, count, skip = task
+        stats, findings, restart = collections.Counter(), [], False
+        for index in range(start, start + count):
+            if index in skip:
+                continue
+            text, tags = generate(part, seed, index)
+            finding = _timed(part, text, index, tags, slow, stats, slot)
+            if part == "mutate" and _peak() - base > MEMORY:
+                finding = finding or _finding(index, "memory", f"peak RSS grew {(_peak() - base) >> 20} MB", tags)
+                restart = True  # the high-water mark stays up: a fresh worker measures the next ones
+            if finding:
+                findings.append(finding)
+                restart |= finding["type"] == "MemoryError"
+        conn.send((dict(stats), findings, restart))
+        if restart:
+            return
+
+
+def _prepare(part: str) -> None:
+    if part == "mutate":
+        status = Path("/proc/self/status")
+        if status.exists():  # cap the address space: a blow-up becomes a MemoryError, not the OOM killer
+            vm = int(re.search(r"VmSize:\s+(\d+)", status.read_text()).group(1)) << 10
+            resource.setrlimit(resource.RLIMIT_AS, (vm + HEADROOM, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        for text in fuzz_inputs.CORPUS[:3]:  # import and warm the parser outside any timed input
+            fuzz_inputs.examine(text)
+    else:
+        import fuzz_backends
+        fuzz_backends.setup()
+
+
+def _peak() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10  # KiB on Linux
+
+
+def _timed(part, text, index, tags, slow, stats, slot) -> dict | None:
+    """Run one input (again if it was slow, to tell the input from a busy machine)."""
+    seconds, finding = _once(part, text, index, tags, stats, slot)
+    if finding is None and seconds > limit(text, slow):
+        again, _ = _once(part, text, index, tags, collections.Counter(), slot)
+        seconds = min(seconds, again)
+        if seconds > limit(text, slow):
+            finding = _finding(index, "slow", f"{seconds:.2f} s for {len(text):,} characters", tags, seconds)
+    stats["seconds"] += seconds
+    stats["bytes"] += len(text)
+    if seconds > stats["max_seconds"]:
+        stats["max_seconds"], stats["max_index"] = seconds, index
+    for edge in (0.01, 0.1, 0.5, 1.0, 3.0):
+        stats[f"over {edge} s"] += seconds > edge
+    if len(text) > LARGE:
+        stats["large"] += 1
+        stats["large_max_seconds"] = max(stats["large_max_seconds"], seconds)
+    for tag in tags.replace("+", " ").split():
+        stats[f"tag {tag}"] += 1
+    return finding
+
+
+def _once(part, text, index, tags, stats, slot) -> tuple[float, dict | None]:
+    slot[0], slot[1] = index, time.monotonic()
+    clock = time.perf_counter()
+    try:
+        if index == STALL:
+            time.sleep(3600)
+        finding = _mutate(text, index, tags, stats) if part == "mutate" else _backends(text, index, tags, stats)
+    finally:
+        seconds = time.perf_counter() - clock
+        slot[1] = 0.0
+    return seconds, finding
+
+
+def _mutate(text, index, tags, stats) -> dict | None:
+    stats["n"] += 1
+    try:
+        accepted, problem = fuzz_inputs.examine(text, training=index % 8 == 0)
+    except Exception as exc:  # noqa: BLE001 -- anything but CnnDslError is a crash
+        return _crash(index, exc, tags)
+    stats["accepted" if accepted else "refused"] += 1
+    if problem is None:
+        return None
+    return _finding(index, problem[0], problem[1], tags, key="bad span or message: " + _shape(problem[1]))
+
+
+def _backends(text, index, tags, stats) -> dict | None:
+    import fuzz_backends
+    from cnndsl import CnnDslError
+    stats["n"] += 1
+    times: dict[str, float] = {}
+    try:
+        fuzz_backends.run(text, f"net{index}", times)
+    except fuzz_backends.Refused as exc:
+        stats["refused"] += 1
+        stats["refused: " + _shape(str(exc))] += 1
+        return None
+    except fuzz_backends.Mismatch as exc:
+        return _finding(index, "mismatch", str(exc), tags, key=_shape(str(exc).split(":")[0]))
+    except CnnDslError as exc:  # a backend refused what the checker accepted
+        return _finding(index, "late refusal", exc.diagnostics[0].message, tags,
+                        key="late refusal: " + _shape(exc.diagnostics[0].message))
+    except Exception as exc:  # noqa: BLE001
+        return _crash(index, exc, tags)
+    finally:
+        for stage, seconds in times.items():
+            stats[f"stage {stage}"] += seconds
+    stats["ran"] += 1
+    for tag in tags.split():
+        stats[f"ran {tag}"] += 1
+    return None
+
+
+def _shape(message: str) -> str:
+    """A message with its numbers and quoted names blanked, to group findings by kind."""
+    return re.sub(r"'[^']*'|`[^`]*`|\d+", "_", message.split(":", 1)[-1] if message.startswith("line ") else message)[:70]
+
+
+def _finding(index, kind, message, tags, seconds=None, key=None, where="", type_=None) -> dict:
+    return {"index": index, "kind": kind, "key": key or kind, "type": type_ or kind, "where": where,
+            "message": message[:300], "seconds": seconds, "tags": tags}
+
+
+def _crash(index, exc: BaseException, tags) -> dict:
+    where, place = _where(exc)
+    key = f"{type(exc).__name__} at {place}"
+    return _finding(index, "crash", f"{type(exc).__name__}: {exc}"[:300], tags, key=key, where=where,
+                    type_=type(exc).__name__)
+
+
+def _where(exc: BaseException) -> tuple[str, str]:
+    """(the innermost frames, the innermost frame in cnndsl's own code)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    short = [f"{_short(f.filename)}:{f.lineno} {f.name}" for f in frames]
+    ours = [s for s, f in zip(short, frames) if "/cnndsl/" in f.filename.replace("\\", "/")]
+    return " <- ".join(reversed(short[-4:])), (ours[-1] if ours else short[-1] if short else "?")
+
+
+def _short(path: str) -> str:
+    path = path.replace("\\", "/")
+    for marker in ("/site-packages/", "/cnndsl/", "/benchmarks/"):
+        if marker in path:
+            return (marker.strip("/") + "/" if marker != "/site-packages/" else "") + path.split(marker)[-1]
+    return path
+
+
+# -- reduce ------------------------------------------------------------------------------------
+
+class _Alarm(BaseException):
+    pass
+
+
+def signature(part: str, text: str, seconds: float = 10.0) -> str | None:
+    """The key of the finding `text` gives (a hang: "hang"), None if it gives none."""
+    def ring(*_):
+        raise _Alarm
+
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        finding = _mutate(text, 1, "", collections.Counter()) if part == "mutate" else \
+            _backends(text, 1, "", collections.Counter())
+    except _Alarm:
+        return "hang"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    return finding["key"] if finding else None
+
+
+def reduce_file(path: Path, budget: int) -> int:
+    """Shrink the input at `path` (lines, then runs of characters) while it fails the same way;
+    print the result and write it next to the input as NAME.min.arch."""
+    part = "backends" if path.name.startswith("backends") else "mutate"
+    _prepare(part)
+    with open(path, encoding="utf-8", newline="") as f:  # keep \r as it is
+        text = f.read()
+    want = signature(part, text)
+    if want is None:
+        print(f"{path}: no finding to reduce")
+        return 1
+    tries = [0]
+
+    def same(candidate: str) -> bool:
+        tries[0] += 1
+        return tries[0] <= budget and signature(part, candidate) == want
+
+    for unit in ("\n", None):
+        text = _ddmin(text, unit, same)
+    out = path.with_suffix(".min.arch")
+    out.write_text(text, encoding="utf-8", newline="")
+    print(f"{want}\n{len(text)} characters after {tries[0]} tries, in {out}:\n{text}")
+    return 0
+
+
+def _ddmin(text: str, unit: str | None, same) -> str:
+    parts = text.split(unit) if unit else list(text)
+    join = (unit or "").join
+    chunk = max(1, len(parts) // 2)
+    while chunk >= 1:
+        i, changed = 0, False
+        while i < len(parts):
+            candidate = parts[:i] + parts[i + chunk:]
+            if candidate != parts and same(join(candidate)):
+                parts, changed = candidate, True
+            else:
+                i += chunk
+        if not changed:
+            chunk //= 2
+    return join(parts)
