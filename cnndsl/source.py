@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """A named piece of .arch text (a file, or a string given to the API)."""
+    """A named piece of .arch text (a file, or a string given to the API).
+
+    Line ends are read as Python reads a text file: "\\r\\n" and a lone "\\r" become "\\n",
+    so a string given to the API is located exactly as the same text in a file."""
 
     name: str
     text: str = field(repr=False)
+    # Offsets where each line starts, computed on first use: rendering N diagnostics
+    # then costs N lines, not N splits of the whole text.
+    _starts: list[int] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if "\r" in self.text:
+            object.__setattr__(self, "text", self.text.replace("\r\n", "\n").replace("\r", "\n"))
 
     @classmethod
     def from_path(cls, path: str | Path) -> "Source":
@@ -19,8 +30,29 @@ class Source:
         return cls(str(path), Path(path).read_text(encoding="utf-8"))
 
     def line_text(self, line: int) -> str:
-        lines = self.text.split("\n")  # as the parser counts lines: not at \f, \v or \u2028
-        return lines[line - 1].rstrip("\r") if 0 < line <= len(lines) else ""
+        """The text of a 1-based line without its "\\n"; "" past the end. Lines end at
+        "\\n" only, as the parser counts them (not at \\f, \\v or \\u2028)."""
+        starts = self._line_starts()
+        if not 0 < line <= len(starts):
+            return ""
+        end = starts[line] - 1 if line < len(starts) else len(self.text)
+        return self.text[starts[line - 1]:end]
+
+    def position(self, offset: int) -> tuple[int, int]:
+        """The 1-based (line, column) of a character offset."""
+        starts = self._line_starts()
+        line = bisect_right(starts, offset)
+        return line, offset - starts[line - 1] + 1
+
+    def _line_starts(self) -> list[int]:
+        starts = self._starts
+        if starts is None:
+            text, starts, at = self.text, [0], self.text.find("\n")
+            while at >= 0:
+                starts.append(at + 1)
+                at = text.find("\n", at + 1)
+            object.__setattr__(self, "_starts", starts)
+        return starts
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,73 +1,98 @@
-"""The parser's LALR tables, kept between runs in the user's cache directory: used when
-present, rebuilt when absent, stale or broken, never needed (off, or unwritable)."""
+"""The parser's LALR tables ship with the package (cnndsl/syntax/_lalr.py, plain data
+generated from the grammar); nothing is read from, or written to, a cache directory,
+and nothing is unpickled."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import subprocess
 import sys
 
+import lark
+import pytest
+from lark import Lark
+
 from conftest import ROOT
-from cnndsl.syntax import parser
+from cnndsl.syntax import _lalr, tables
 
-RESNET = (ROOT / "architectures" / "resnet50.arch").read_text()
-
-
-def _fresh(monkeypatch, folder) -> object:
-    """A parser made now (not the process's memoised one), with the cache in `folder`."""
-    monkeypatch.setenv("CNNDSL_CACHE_DIR", str(folder))
-    return parser._parser.__wrapped__()
+CORPUS = sorted((ROOT / "architectures").rglob("*.arch"))
 
 
-def _tree(p) -> object:
-    return p.parse(RESNET)
+def _grammar() -> str:
+    return tables.grammar_path().read_text(encoding="utf-8")
 
 
-def test_first_use_writes_the_tables_later_uses_read_them(monkeypatch, tmp_path):
-    built = _fresh(monkeypatch, tmp_path)
-    [cached] = tmp_path.glob("parser-*.pickle")
-    assert not list(tmp_path.glob(".*"))  # written atomically: no temp file left
-    loaded = _fresh(monkeypatch, tmp_path)
-    assert _tree(loaded) == _tree(built)
-    assert list(tmp_path.glob("parser-*.pickle")) == [cached]
+def test_shipped_tables_are_those_of_the_grammar():
+    """Fails after a grammar change until `python -m cnndsl.syntax.tables` is run."""
+    assert _lalr.KEY == tables.grammar_key(_grammar()), "run `python -m cnndsl.syntax.tables`"
 
 
-def test_broken_or_stale_tables_are_rebuilt(monkeypatch, tmp_path):
-    reference = _tree(_fresh(monkeypatch, tmp_path / "ref"))
-    (tmp_path / "parser-0123456789abcdef0123.pickle").write_bytes(b"tables of an older grammar")
-    _fresh(monkeypatch, tmp_path)
-    [current] = tmp_path.glob("parser-*.pickle")
-    assert current.name != "parser-0123456789abcdef0123.pickle"  # the stale one is gone
-    current.write_bytes(b"\x80\x04 truncated")
-    assert _tree(_fresh(monkeypatch, tmp_path)) == reference
-    assert current.read_bytes() != b"\x80\x04 truncated"
+def test_shipped_tables_are_used_not_rebuilt(monkeypatch):
+    def no_build(*args, **kwargs):
+        raise AssertionError("built the tables from the grammar")
+    monkeypatch.setattr(Lark, "__init__", no_build)
+    assert tables.load_parser().parse("3x3 conv, 64\n").data == "start"
 
 
-def test_cache_off_or_unwritable(monkeypatch, tmp_path):
-    reference = _tree(_fresh(monkeypatch, tmp_path / "ref"))
-    monkeypatch.setenv("CNNDSL_CACHE_DIR", "")
-    assert _tree(parser._parser.__wrapped__()) == reference
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
-    assert _tree(_fresh(monkeypatch, blocker / "cnndsl")) == reference
+@pytest.mark.timeout(60)
+def test_shipped_tables_parse_as_the_grammar_does():
+    shipped, built = tables.load_parser(), Lark(_grammar(), **tables.OPTIONS)
+    for path in CORPUS:
+        text = path.read_text(encoding="utf-8")
+        try:
+            expected = built.parse(text)
+        except lark.exceptions.UnexpectedInput as exc:
+            with pytest.raises(type(exc)):
+                shipped.parse(text)
+            continue
+        assert shipped.parse(text) == expected, path.name
 
 
-def test_a_grammar_change_gets_its_own_tables(monkeypatch, tmp_path):
-    """The name hashes the grammar text: another grammar never reads these tables."""
-    monkeypatch.setenv("CNNDSL_CACHE_DIR", str(tmp_path))
-    a = parser._cache_file("start: \"a\"")
-    b = parser._cache_file("start: \"b\"")
-    assert a != b and a.parent == b.parent
+def test_tables_of_another_grammar_are_not_used(monkeypatch):
+    """Stale tables (another grammar, another lark) are ignored: the parser is built now."""
+    monkeypatch.setattr(_lalr, "KEY", "0" * 64)
+    built = []
+    real_init = Lark.__init__
+    monkeypatch.setattr(Lark, "__init__", lambda self, *a, **k: built.append(1) or real_init(self, *a, **k))
+    assert tables.load_parser().parse("relu\n").data == "start" and built
 
 
-def test_the_command_line_uses_the_cache(tmp_path):
-    """Two runs of `cnndsl check`: the first writes the tables, the second reads them (and
-    gives the same output)."""
-    env = dict(os.environ, CNNDSL_CACHE_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
-    argv = [sys.executable, "-m", "cnndsl", "check", "architectures/resnet50.arch"]
-    first = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    [cached] = tmp_path.glob("parser-*.pickle")
-    stamp = cached.stat().st_mtime_ns
-    second = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert first.returncode == second.returncode == 0 and first.stdout == second.stdout
-    assert cached.stat().st_mtime_ns == stamp  # read, not rewritten
+def test_the_generated_module_is_plain_data():
+    source = tables.tables_source(_grammar())
+    namespace: dict = {}
+    exec(compile(source, "_lalr.py", "exec"), {"__builtins__": {}}, namespace)  # no builtins needed: literals only
+    assert set(namespace) == {"__doc__", "KEY", "DATA", "MEMO"} and namespace["KEY"] == _lalr.KEY
+
+
+def _old_cache_name(grammar: str) -> str:
+    """Where cnndsl <= this fix looked for its pickled tables."""
+    key = f"{grammar}\0{lark.__version__}\0{sys.version_info[:2]}"
+    return f"parser-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pickle"
+
+
+class _Pwn:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.timeout(60)
+def test_a_hostile_cache_file_runs_no_code(tmp_path):
+    """A pickle planted where the tables used to be cached would run code when loaded."""
+    marker = tmp_path / "PWNED"
+    hostile = pickle.dumps(_Pwn(str(marker)))
+    folders = [tmp_path / "cache" / "cnndsl", tmp_path / "home" / ".cache" / "cnndsl", tmp_path / "explicit"]
+    for folder in folders:
+        folder.mkdir(parents=True)
+        (folder / _old_cache_name(_grammar())).write_bytes(hostile)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(tmp_path / "cache"),
+               HOME=str(tmp_path / "home"), CNNDSL_CACHE_DIR=str(tmp_path / "explicit"))
+    done = subprocess.run([sys.executable, "-m", "cnndsl", "check", "architectures/resnet50.arch"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists()
+    assert [sorted(p.name for p in f.iterdir()) for f in folders] == [[_old_cache_name(_grammar())]] * 3  # nothing written
