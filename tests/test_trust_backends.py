@@ -205,3 +205,41 @@ def test_docstrings_escape_every_character_that_could_end_them():
         tree = ast.parse(literal)
         assert len(tree.body) == 1 and ast.literal_eval(literal) == text
         assert "\n" not in literal and "\r" not in literal and "\u2028" not in literal
+
+
+# -- 27: the ONNX path starts fast: no onnx.helper, no ml_dtypes -------------------------------
+
+@pytest.mark.timeout(60)
+def test_compiling_to_onnx_imports_neither_onnx_helper_nor_ml_dtypes(tmp_path):
+    """ml_dtypes 0.7 costs 1.2 s to import (onnx.helper pulls it in); emission must not need it."""
+    code = ("import sys, time; t = time.perf_counter(); from cnndsl.cli import main; "
+            f"code = main(['compile', 'architectures/lenet5.arch', '-o', {str(tmp_path / 'l.onnx')!r}, '--fold-bn']); "
+            "print(code, round(time.perf_counter() - t, 2), "
+            "sorted(m for m in ('ml_dtypes', 'onnx', 'onnx.helper', 'onnx.numpy_helper', 'torch') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=50)
+    assert done.returncode == 0, done.stderr
+    code, seconds, loaded = done.stdout.split(" ", 2)
+    assert (code, loaded.strip()) == ("0", "[]"), done.stdout
+    assert float(seconds) < 10  # generous: about 0.3 s on this project's 2-core machine
+    import onnx  # the file is the same model onnx itself reads and checks
+    onnx.checker.check_model(str(tmp_path / "l.onnx"), full_check=True)
+
+
+def test_onnx_messages_are_made_as_onnx_helper_makes_them():
+    from onnx import helper, numpy_helper
+
+    from cnndsl.backends import onnx_proto
+    attrs = dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], group=2, epsilon=1e-5, alpha=0.1,
+                 axes=[2], keepdims=0, mode="constant")
+    assert onnx_proto.node("Conv", ["x", "w"], ["y"], name="y", doc_string="a.arch:3", **attrs) == \
+        helper.make_node("Conv", ["x", "w"], ["y"], name="y", doc_string="a.arch:3", **attrs)
+    assert onnx_proto.value_info("y", 1, ["N", 3, 8]) == helper.make_tensor_value_info("y", 1, ["N", 3, 8])
+    for array in (np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(4, np.float16), np.arange(3, dtype=np.int64)):
+        assert onnx_proto.tensor(array, "t") == numpy_helper.from_array(array, "t")
+    graph = helper.make_graph([], "g", [], [])
+    for opset in onnx_proto.IR_VERSIONS:
+        ours = onnx_proto.model(graph, opset, producer_name="cnndsl", doc_string="d")
+        theirs = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="cnndsl",
+                                   doc_string="d", ir_version=helper.find_min_ir_version_for(
+                                       [helper.make_opsetid("", opset)]))
+        assert ours == theirs

@@ -1,6 +1,7 @@
-"""The ONNX backend: an `onnx.ModelProto` emitted straight from the IR with onnx.helper.
+"""The ONNX backend: an `onnx.ModelProto` emitted straight from the IR.
 
-No torch on this path (onnx and numpy only). The graph uses one opset, 17 by default
+No torch on this path, nor the `onnx` package's Python layer: onnx's protobuf messages
+and numpy only (cnndsl.backends.onnx_proto says why). The graph uses one opset, 17 by default
 (any opset from 17 to the installed onnx's newest may be asked for); its input has a
 symbolic batch dimension `N`; every intermediate value carries its shape in
 value_info; nodes and values are named after the IR nodes (`conv2_x.0.conv1`), with
@@ -20,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
-from cnndsl.backends import onnx_lower
+from cnndsl.backends import onnx_lower, onnx_proto
+from cnndsl.backends.onnx_proto import ModelProto, NodeProto, TensorProto, ValueInfoProto
 from cnndsl.backends.params import BLOCK, Given, Lazy, stream
 from cnndsl.backends.weights_io import resolve_weights
 from cnndsl.diagnostics import CnnDslError, Diagnostic, Note
@@ -44,6 +44,9 @@ class Options:
 
 def check_opset(opset: int) -> int:
     """`opset` if cnndsl can emit it (17 up to the installed onnx's newest), else ValueError."""
+    if opset == DEFAULT_OPSET:
+        return opset
+    import onnx.defs  # the whole onnx package (slow to import): only for a non-default opset
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
         raise ValueError(f"opset {opset} is not supported: cnndsl emits opsets {MIN_OPSET} to {newest}")
@@ -51,7 +54,7 @@ def check_opset(opset: int) -> int:
 
 
 def to_onnx(network, seed: int = 0, weights=None, fp16: bool = False, fold_bn: bool = False,
-            opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+            opset: int = DEFAULT_OPSET) -> ModelProto:
     """The network as an ONNX model holding its weights.
 
     weights: as cnndsl.backends.weights_io.resolve_weights takes them (None: the shared
@@ -60,12 +63,12 @@ def to_onnx(network, seed: int = 0, weights=None, fp16: bool = False, fold_bn: b
     Raises CnnDslError for a layer the opset cannot express, WeightsError for bad weights.
     """
     model, tensors = emit(network, seed, weights, Options(fp16, fold_bn, check_opset(opset)))
-    model.graph.initializer.extend(numpy_helper.from_array(np.asarray(array), name) for name, array in tensors)
+    model.graph.initializer.extend(onnx_proto.tensor(np.asarray(array), name) for name, array in tensors)
     return model
 
 
 def emit(network, seed: int = 0, weights=None, options: Options = Options()) \
-        -> tuple[onnx.ModelProto, list[tuple[str, np.ndarray | Lazy]]]:
+        -> tuple[ModelProto, list[tuple[str, np.ndarray | Lazy]]]:
     """The model without its initializers, and the initializers as (name, array) in graph order
     (drawn weights still Lazy: not drawn yet)."""
     params = resolve_weights(network, weights, seed)
@@ -120,7 +123,7 @@ def _tensor_field(name: str, array: np.ndarray | Lazy) -> list[bytes | memoryvie
     (or, Lazy, not computed yet)."""
     if not isinstance(array, Lazy):
         array = np.ascontiguousarray(array)
-    header = onnx.TensorProto(dims=array.shape, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), name=name)
+    header = TensorProto(dims=array.shape, data_type=onnx_proto.element_type(array.dtype), name=name)
     raw = array if isinstance(array, Lazy) else memoryview(array.reshape(-1)).cast("B")
     tensor = header.SerializeToString() + _key(TENSOR_RAW_DATA) + _varint(raw.nbytes)
     return [_key(GRAPH_INITIALIZER) + _varint(len(tensor) + raw.nbytes) + tensor, raw]
@@ -149,9 +152,9 @@ class Builder:
         self.options = options
         self.dtype = np.float16 if options.fp16 else np.float32
         self.elem = TensorProto.FLOAT16 if options.fp16 else TensorProto.FLOAT
-        self.nodes: list[onnx.NodeProto] = []
+        self.nodes: list[NodeProto] = []
         self.initializers: list[tuple[str, np.ndarray | Lazy]] = []
-        self.infos: list[onnx.ValueInfoProto] = []
+        self.infos: list[ValueInfoProto] = []
         self.values: dict[int, str] = {0: self.graph.input.name}
         self.errors: list[Diagnostic] = []
         self.folds = fold_pairs(self.graph) if options.fold_bn else {}
@@ -168,9 +171,8 @@ class Builder:
         """One ONNX node. `part` None: the IR node's own output, named after it; else a helper
         value `name/part`. `dims` is the output shape without the batch."""
         out = node.name if part is None else f"{node.name}/{part}"
-        onnx_node = helper.make_node(op_type, inputs, [out], name=out, doc_string=_where(node), **attrs)
-        self.nodes.append(onnx_node)
-        self.infos.append(helper.make_tensor_value_info(out, self.elem, ["N", *dims]))
+        self.nodes.append(onnx_proto.node(op_type, inputs, [out], name=out, doc_string=_where(node), **attrs))
+        self.infos.append(onnx_proto.value_info(out, self.elem, ["N", *dims]))
         if part is None:
             self.values[node.id] = out
         return out
@@ -199,22 +201,19 @@ class Builder:
     def fail(self, node: Node, message: str, *notes: str) -> None:
         self.errors.append(Diagnostic(node.span, message, tuple(Note(n) for n in notes)))
 
-    def model(self) -> onnx.ModelProto:
+    def model(self) -> ModelProto:
         from cnndsl import __version__
         out_id = self.graph.output
         output = self.x(out_id)
         if output == self.x(0):  # nothing computed: ONNX wants an output a node makes
             output = self.add(self.graph.nodes[out_id], "Identity", [output], _dims(self.shape(out_id)))
-        infos = [v for v in self.infos if v.name != output]
-        graph = helper.make_graph(
-            self.nodes, self.graph.name,
-            [helper.make_tensor_value_info(self.x(0), self.elem, ["N", *_dims(self.shape(0))])],
-            [helper.make_tensor_value_info(output, self.elem, ["N", *_dims(self.shape(out_id))])],
-            value_info=infos)
-        opsets = [helper.make_opsetid("", self.options.opset)]
-        return helper.make_model(graph, opset_imports=opsets, producer_name=PRODUCER, producer_version=__version__,
-                                 ir_version=helper.find_min_ir_version_for(opsets),
-                                 doc_string=f"{self.graph.name} from {Path(self.network.source.name).name}")
+        graph = onnx_proto.GraphProto(
+            node=self.nodes, name=self.graph.name,
+            input=[onnx_proto.value_info(self.x(0), self.elem, ["N", *_dims(self.shape(0))])],
+            output=[onnx_proto.value_info(output, self.elem, ["N", *_dims(self.shape(out_id))])],
+            value_info=[v for v in self.infos if v.name != output])
+        return onnx_proto.model(graph, self.options.opset, producer_name=PRODUCER, producer_version=__version__,
+                                doc_string=_text(f"{self.graph.name} from {Path(self.network.source.name).name}"))
 
 
 def fold_pairs(graph: Graph) -> dict[int, int]:
@@ -236,5 +235,10 @@ def _dims(shape) -> tuple[int, ...]:
 def _where(node: Node) -> str:
     """`vgg16.arch:12`, then the block uses that led there."""
     spans = (node.span, *reversed(node.trace))
-    places = [f"{Path(s.source.name).name}:{s.line}" for s in spans]
+    places = [_text(f"{Path(s.source.name).name}:{s.line}") for s in spans]
     return places[0] + "".join(f" (in a block used at {p})" for p in places[1:])
+
+
+def _text(text: str) -> str:
+    """A string protobuf can store (UTF-8): a file name's undecodable bytes as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
