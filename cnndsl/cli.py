@@ -29,17 +29,38 @@ def entry() -> NoReturn:
     protobuf's and onnx's modules) takes 40-50 ms, a tenth of compiling ResNet-50 to ONNX, and
     frees nothing the OS does not; so once the output is flushed the process just ends, unless
     torch or onnxruntime were loaded (they may have exit hooks: compile workers, CUDA)."""
-    code = main()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):  # the reader of a pipe went away: nothing more to say
-        _silence_stdout()
-    except KeyboardInterrupt:
-        code = 130
+    code = _flushed(main())
     if not any(name in sys.modules for name in ("torch", "onnxruntime")):
         os._exit(code)
     sys.exit(code)
+
+
+def _flushed(code: int) -> int:
+    """Flush what is still buffered; `code`, unless that fails: a reader gone away is quiet,
+    a full disk or another error writing the output is a usage error (exit 2)."""
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:  # None: the descriptor was closed when cnndsl started
+                stream.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+    except OSError as exc:
+        _silence_stdout()
+        _warn(f"cnndsl: error: cannot write to standard output: {exc.strerror or exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _warn(text: str) -> None:
+    """Print to stderr, if it can be written at all."""
+    if sys.stderr is None:
+        return
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def _silence_stdout() -> None:
@@ -49,7 +70,7 @@ def _silence_stdout() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # (AttributeError: no stdout at all)
         pass
 
 
@@ -73,14 +94,13 @@ def _main(argv: list[str] | None) -> int:
     try:
         return COMMANDS[args.command](args)
     except CnnDslError as exc:
-        print(exc.render(), file=sys.stderr)
+        _warn(exc.render())
         return 1
     except UsageError as exc:
-        print(f"cnndsl: error: {exc}", file=sys.stderr)
+        _warn(f"cnndsl: error: {exc}")
         return 2
     except (KeyboardInterrupt, BrokenPipeError):
         raise
     except Exception as exc:  # a bug: say so in one line, never a traceback
-        print(f"cnndsl: internal error: {type(exc).__name__}: {exc} (please report this with the input file)",
-              file=sys.stderr)
+        _warn(f"cnndsl: internal error: {type(exc).__name__}: {exc} (please report this with the input file)")
         return 3

@@ -39,6 +39,19 @@ def read_source(name: str):
         raise UsageError(f"cannot read {name!r}: {exc}") from None
 
 
+def say(text: str, end: str = "\n") -> None:
+    """Print to stdout; a full disk or a closed descriptor there is a usage error (exit 2). A
+    reader that went away (BrokenPipeError) passes through: cnndsl then stops, quietly."""
+    if sys.stdout is None:  # its descriptor was closed when cnndsl started (`>&-`)
+        raise UsageError("cannot write to standard output: it is closed")
+    try:
+        print(text, end=end)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise UsageError(f"cannot write to standard output: {exc.strerror or exc}") from None
+
+
 def _load(args):
     from cnndsl.pipeline import compile_source
     return compile_source(read_source(args.file), args.input, batch=getattr(args, "batch", 1),
@@ -50,9 +63,9 @@ def check(args) -> int:
     from cnndsl.passes.report import render
     net = _load(args)
     if args.json:
-        print(json.dumps(net.report.to_json(), indent=1))
+        say(json.dumps(net.report.to_json(), indent=1))
     else:
-        print(render(net.report, expand=args.expand), end="")
+        say(render(net.report, expand=args.expand), end="")
     return 0
 
 
@@ -119,9 +132,9 @@ def run(args) -> int:
         t = ort_run.run_model(model, args.provider, args.batch, args.seed, args.warmup, args.iterations)
     except (ort_run.ProviderUnavailable, ort_run.ModelError) as exc:
         raise UsageError(str(exc)) from None
-    print(f"{Path(args.file).name} on {t.provider}: input {'x'.join(map(str, t.input_shape))}, "
+    say(f"{Path(args.file).name} on {t.provider}: input {'x'.join(map(str, t.input_shape))}, "
           f"output {'x'.join(map(str, t.output_shape))}")
-    print(f"batch {args.batch}: median {_ms(t.median_ms)} ms, p95 {_ms(t.p95_ms)} ms, {t.images_per_s:,.1f} images/s "
+    say(f"batch {args.batch}: median {_ms(t.median_ms)} ms, p95 {_ms(t.p95_ms)} ms, {t.images_per_s:,.1f} images/s "
           f"({t.warmup} warm-up + {len(t.times_ms)} timed runs)")
     return 0
 
@@ -150,12 +163,12 @@ def bench(args) -> int:
         raise UsageError(str(exc)) from None
     flags = ", ".join(f for f, on in (("channels-last", args.channels_last), ("torch.compile", args.compile),
                                       ("CUDA graph", args.cuda_graphs)) if on)
-    print(f"{net.graph.name} on {device} ({args.backend}, {args.dtype}{', ' + flags if flags else ''}, batch {args.batch}): "
+    say(f"{net.graph.name} on {device} ({args.backend}, {args.dtype}{', ' + flags if flags else ''}, batch {args.batch}): "
           f"{r.images_per_s:,.1f} images/s; latency p50 {r.p50_ms:.3f} ms, p95 {r.p95_ms:.3f} ms "
           f"({args.iterations} timed after {args.warmup} warm-up)")
     measured = f"{r.peak_bytes / 1e6:,.1f} MB measured (torch.cuda.max_memory_allocated)" if r.peak_bytes else \
         "not measured off CUDA"
-    print(f"peak memory: {measured}; {r.predicted_bytes / 1e6:,.1f} MB predicted by `cnndsl check --batch {args.batch}`")
+    say(f"peak memory: {measured}; {r.predicted_bytes / 1e6:,.1f} MB predicted by `cnndsl check --batch {args.batch}`")
     return 0
 
 

@@ -274,3 +274,15 @@ def test_closed_pipe_in_text_mode_is_quiet():
     command = f"set -o pipefail; {sys.executable} -m cnndsl check architectures/resnet152.arch --expand | head -c 10"
     proc = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert (proc.returncode, len(proc.stdout), proc.stderr) == (0, 10, "")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+@pytest.mark.parametrize("args", [[VGG], [VGG, "--json"], [LENET]], ids=["text", "json", "small"])
+def test_full_or_closed_stdout_exits_2(args):
+    """A report to a full disk (/dev/full) or a closed stdout: exit 2 with a sentence, whether
+    the write fails while printing or at the final flush."""
+    for redirect in ("> /dev/full", ">&-"):
+        proc = subprocess.run(["bash", "-c", f"{sys.executable} -m cnndsl check {' '.join(args)} {redirect}"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (redirect, proc.stderr)
+        assert "cannot write to standard output" in proc.stderr, (redirect, proc.stderr)
