@@ -243,3 +243,38 @@ def test_onnx_messages_are_made_as_onnx_helper_makes_them():
                                    doc_string="d", ir_version=helper.find_min_ir_version_for(
                                        [helper.make_opsetid("", opset)]))
         assert ours == theirs
+
+
+# -- 13: streaming holds blocks in flight, not the weights, nor a list of every block ----------
+
+@pytest.mark.timeout(60)
+def test_streaming_a_huge_tensor_holds_only_the_blocks_in_flight():
+    """A tensor of 2**40 elements (4 TB, 4.2 million blocks): the writer's first chunks come
+    at once, in a few MB; the old stream built a list of every block's job first (0.5 GB)."""
+    import tracemalloc
+
+    from cnndsl.backends.params import BLOCK, Drawn, _workers, stream
+    huge = Drawn((2 ** 40,), 0.1, seed=0, index=0)
+    tracemalloc.start()
+    try:
+        chunks = stream([b"head", huge, b"tail"])
+        sizes = [len(next(chunks)) for _ in range(6)]
+        chunks.close()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sizes == [4] + [4 * BLOCK] * 5
+    assert peak < (2 * _workers() + 4) * 4 * BLOCK + (1 << 20), f"{peak:,} bytes"
+
+
+def test_a_row_longer_than_a_block_is_cut_and_scaled_by_its_rows():
+    """An FC on a large map has rows of more than BLOCK elements: blocks stay at BLOCK, and
+    folding (row scaling) crosses the row boundaries inside a block correctly."""
+    from cnndsl.backends.params import BLOCK, Drawn, scale_rows
+    weight = Drawn((3, BLOCK + 1000), 0.5, seed=1, index=2)
+    assert weight.length == BLOCK and weight.nblocks == 4
+    scale = np.array([2.0, -3.0, 0.5])
+    folded = scale_rows(weight, scale).astype(np.float32)
+    whole = np.asarray(weight)
+    np.testing.assert_array_equal(np.asarray(folded), (whole * scale[:, None]).astype(np.float32))
+    assert max(len(folded.block(k)) for k in range(folded.nblocks)) == BLOCK

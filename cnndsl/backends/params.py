@@ -122,8 +122,10 @@ class Lazy:
 
     @property
     def length(self) -> int:
-        """Elements in a block (the last may hold fewer): whole rows, BLOCK or just under."""
-        return max(1, BLOCK // self.row) * self.row
+        """Elements in a block (the last may hold fewer): whole rows, BLOCK or just under; a row
+        longer than BLOCK (an FC on a large map) is cut into blocks of BLOCK, so no block, and no
+        buffer a writer holds, is larger than BLOCK elements."""
+        return BLOCK // self.row * self.row if self.row <= BLOCK else BLOCK
 
     @property
     def nblocks(self) -> int:
@@ -223,8 +225,14 @@ class Scaled(Lazy):
         else:
             source = self.base.block(k)
         start, stop = self.span(k)
-        rows = self.scale[start // self.row:stop // self.row, None]
-        np.multiply(source.reshape(-1, self.row), rows, out=out.reshape(-1, self.row))  # float64 loop
+        if self.length % self.row == 0:  # whole rows
+            rows = self.scale[start // self.row:stop // self.row, None]
+            np.multiply(source.reshape(-1, self.row), rows, out=out.reshape(-1, self.row))  # float64 loop
+            return
+        first, last = start // self.row, (stop - 1) // self.row  # part of a row, or of two
+        cut = min(stop, (first + 1) * self.row) - start
+        np.multiply(source[:cut], self.scale[first], out=out[:cut])
+        np.multiply(source[cut:], self.scale[last], out=out[cut:])
 
 
 def scale_rows(weight: np.ndarray | Lazy, scale: np.ndarray) -> Lazy:
@@ -242,7 +250,7 @@ def stream(parts: list[bytes | memoryview | Lazy]) -> Iterator[bytes | memoryvie
     filled again (a few reused buffers, not a fresh allocation per block, whose page faults
     would cost more than drawing the numbers). Write each chunk before taking the next."""
     lazies = [part for part in parts if isinstance(part, Lazy)]
-    jobs = iter([(lazy, k) for lazy in lazies for k in range(lazy.nblocks)])
+    jobs = ((lazy, k) for lazy in lazies for k in range(lazy.nblocks))  # lazy: memory by blocks in flight
     room = max((np.dtype(lazy.dtype).itemsize * lazy.length for lazy in lazies), default=0)
     workers = _workers()
     free: list[np.ndarray] = []  # buffers already written out (touched by this thread only)
