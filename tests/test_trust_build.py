@@ -224,9 +224,9 @@ def test_error_in_a_block_is_reported_once_with_its_uses():
 
 
 def test_shape_error_in_a_block_used_twice_alike_is_one_error():
-    text = "input 8x8x3\nblock b() {\n  9x9 conv, 4, pad 0\n}\nb()\nb()\n"
+    text = "input 8x8x3\nblock b() {\n  9x9 conv, 4, pad 0\n}\nconcat {\n  b()\n  b()\n}\n"
     (d,) = _errors(text)
-    assert d.span.line == 3 and [n.span.line for n in d.notes if n.span] == [5]
+    assert d.span.line == 3 and [n.span.line for n in d.notes if n.span] == [6, 7]
 
 
 # -- 25: --input blamed on the flag --------------------------------------------------------
