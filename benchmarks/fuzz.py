@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(generate(args.part, args.seed, args.index)[0])
         return 0
     if args.command == "reduce":
-        return fuzz_work.reduce_file(Path(args.file), args.budget)
+        return fuzz_work.reduce_file(Path(args.file), args.budget, args.part)
     code = run_campaign(args, state, argv)
     _write_report(state, args.out)
     return code
@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--state", default="fuzz-state")
     d = sub.add_parser("reduce")
     d.add_argument("file")
+    d.add_argument("--part", choices=("mutate", "backends"), help="default: from the file name (backends-...)")
     d.add_argument("--budget", type=int, default=2000, help="attempts at most")
     d.add_argument("--state", default="fuzz-state")
     return p

@@ -116,7 +116,7 @@ def _conv(s: State, depth: int) -> str:
     width = groups * rng.randrange(1, 9 if groups == 1 else 5)
     parts = [f"{s.size(k)} conv", str(width)]
     pad = (k - 1) // 2 * dilation
-    if rng.randrange(2):
+    if rng.randrange(2) or k % 2 == 0:  # an even kernel has no "same" padding: say which
         choice = rng.choice(["same" if k % 2 else "valid", "valid", 0, 1, 2])
         pad = {"same": pad, "valid": 0}.get(choice, choice) if isinstance(choice, str) else choice
         parts.append(f"pad {choice}")
@@ -146,7 +146,8 @@ def _table(s: State, depth: int) -> str:
             maps.append(rng.choice(maps))  # a map named twice
         groups.append("m" + "".join(map(str, maps)))
     s.channels = len(groups)
-    return f"{s.size(k)} conv, {len(groups)}, table {'-'.join(groups)}"
+    s.spatial = [n - k + 1 for n in s.spatial]  # a table conv does not pad
+    return f"{s.size(k)} conv, {len(groups)}" + (", pad valid" if k > 1 else "") + f", table {'-'.join(groups)}"
 
 
 def _upconv(s: State, depth: int) -> str:
@@ -180,7 +181,7 @@ def _bn(s: State, depth: int) -> str:
 
 
 def _act(s: State, depth: int) -> str:
-    return s.rng.choice(ACTIVATIONS + ["softmax", "identity"] if depth else ACTIVATIONS + ["softmax"])
+    return s.rng.choice(ACTIVATIONS + ["softmax"])
 
 
 def _dropout(s: State, depth: int) -> str:

@@ -76,11 +76,12 @@ def batches(journal: Path) -> list[dict]:
 
 
 def sum_stats(bs: list[dict]) -> collections.Counter:
-    """The batches' counters added up, but their maxima (keys holding "max") maximized."""
+    """The batches' counters added up, but their maxima maximized."""
+    maxima = ("max_seconds", "large_max_seconds")
     stats = collections.Counter()
     for b in bs:
-        stats.update({k: v for k, v in b["stats"].items() if "max" not in k})
-    for key in ("max_seconds", "large_max_seconds"):
+        stats.update({k: v for k, v in b["stats"].items() if k not in (*maxima, "max_index")})
+    for key in maxima:
         stats[key] = max((b["stats"].get(key, 0) for b in bs), default=0)
     return stats
 

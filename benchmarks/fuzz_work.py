@@ -213,10 +213,10 @@ def signature(part: str, text: str, seconds: float = 10.0) -> str | None:
     return finding["key"] if finding else None
 
 
-def reduce_file(path: Path, budget: int) -> int:
+def reduce_file(path: Path, budget: int, part: str | None = None) -> int:
     """Shrink the input at `path` (lines, then runs of characters) while it fails the same way;
     print the result and write it next to the input as NAME.min.arch."""
-    part = "backends" if path.name.startswith("backends") else "mutate"
+    part = part or ("backends" if path.name.startswith("backends") else "mutate")
     _prepare(part)
     with open(path, encoding="utf-8", newline="") as f:  # keep \r as it is
         text = f.read()
@@ -234,7 +234,7 @@ def reduce_file(path: Path, budget: int) -> int:
         text = _ddmin(text, unit, same)
     out = path.with_suffix(".min.arch")
     out.write_text(text, encoding="utf-8", newline="")
-    print(f"{want}\n{len(text)} characters after {tries[0]} tries, in {out}:\n{text}")
+    print(f"{want}\n{len(text)} characters after {tries[0]} tries, in {out}:\n{text}\n{text!r}")
     return 0
 
 
