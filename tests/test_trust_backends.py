@@ -278,3 +278,64 @@ def test_a_row_longer_than_a_block_is_cut_and_scaled_by_its_rows():
     whole = np.asarray(weight)
     np.testing.assert_array_equal(np.asarray(folded), (whole * scale[:, None]).astype(np.float32))
     assert max(len(folded.block(k)) for k in range(folded.nblocks)) == BLOCK
+
+
+# -- 16: bad --weights files are user errors (exit 2) naming the tensor -------------------------
+
+def _lenet_weights() -> dict[str, np.ndarray]:
+    from cnndsl.backends.params import init_params
+    net = cnndsl.load(ROOT / "architectures" / "lenet5.arch")
+    return init_params(net.graph, net.shapes, seed=0)
+
+
+def _bad_weights(kind: str, path) -> str:
+    """Write a bad weights file of `kind` at `path`; the key it spoils ('' for the whole file)."""
+    good = _lenet_weights()
+    key = next(iter(good))
+    if kind == "truncated":
+        np.savez(path, **good)
+        path.write_bytes(path.read_bytes()[:3000])
+        return ""
+    if kind == "bad header":
+        path.write_bytes((10 ** 6).to_bytes(8, "little") + b'{"a": ')
+        return ""
+    if kind == "not a zip":
+        path.write_bytes(b"hello, I am not a zip archive")
+        return ""
+    spoiled = {"object": lambda a: a.astype(object), "string": lambda a: a.astype(str),
+               "complex64": lambda a: a.astype(np.complex64) + 1j, "int32": lambda a: a.astype(np.int32),
+               "NaN": lambda a: np.where(np.arange(a.size).reshape(a.shape) == 7, np.nan, a).astype(np.float32),
+               "inf": lambda a: np.full(a.shape, np.inf, np.float32), "huge float64": lambda a: a.astype(np.float64) * 1e300}[kind]
+    np.savez(path, **(good | {key: spoiled(good[key])}))
+    return key
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["truncated", "not a zip", "object", "string", "complex64", "int32", "NaN", "inf",
+                                  "huge float64", "bad header"])
+def test_bad_weights_files_are_user_errors(kind, cli, tmp_path):
+    path = tmp_path / ("w.safetensors" if kind == "bad header" else "w.npz")
+    key = _bad_weights(kind, path)
+    out = tmp_path / "l.onnx"
+    result = cli("compile", "architectures/lenet5.arch", "-o", str(out), "--weights", str(path))
+    assert result.code == 2, result.err
+    assert "internal error" not in result.err and "Traceback" not in result.err
+    assert (f"'{key}'" in result.err) if key else (str(path) in result.err), result.err
+    assert not out.exists()
+
+
+def test_float64_and_float16_weights_are_rounded_to_the_model_type(cli, tmp_path):
+    """The documented conversion: float64 and float16 arrays are accepted and stored as float32."""
+    good = _lenet_weights()
+    np.savez(tmp_path / "w.npz", **{k: v.astype(np.float64) if i % 2 else v.astype(np.float16)
+                                    for i, (k, v) in enumerate(good.items()) if v.dtype.kind == "f"})
+    result = cli("compile", "architectures/lenet5.arch", "-o", str(tmp_path / "l.onnx"), "--weights",
+                 str(tmp_path / "w.npz"))
+    assert result.code == 0, result.err
+    import onnx
+    from onnx import numpy_helper
+    stored = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "l.onnx")).graph.initializer}
+    for i, (k, v) in enumerate(good.items()):
+        if k in stored:
+            want = v.astype(np.float64 if i % 2 else np.float16).astype(np.float32)
+            assert stored[k].dtype == np.float32 and np.array_equal(stored[k].ravel(), want.ravel()), k

@@ -5,10 +5,19 @@ keyed and ordered like `cnndsl.backends.params.param_specs`, checked key by key.
 `.npz` and `.safetensors` are read without torch (safetensors is an optional dependency:
 `pip install safetensors`); `.pt`/`.pth` imports torch lazily and loads with
 `weights_only=True`, so a file cannot run code.
+
+Values: float16, float32 and float64 (and bfloat16 from torch) are accepted and rounded to
+the model's float type (float32, or float16 with --fp16); a value that is NaN, infinite, or
+beyond float32's range (float16's for a float16 tensor) is refused, naming the tensor and
+the first bad index. Integer, boolean, complex, string and object arrays are refused
+(`num_batches_tracked` excepted: it is an integer count, unused at inference). A file
+that cannot be read (truncated, not the format its suffix says) is a WeightsError too.
 """
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -49,6 +58,7 @@ def check_weights(specs: list[ParamSpec], given: Mapping[str, np.ndarray]) -> di
             raise WeightsError(f"weights lack '{spec.key}' (shape {_dims(spec.shape)})")
         if tuple(value.shape) != spec.shape:
             raise WeightsError(f"'{spec.key}' has shape {_dims(value.shape)}, the network needs {_dims(spec.shape)}")
+        _check_values(spec, value)
         out[spec.key] = value
     known = {spec.key for spec in specs}
     extra = [key for key in given if key not in known]
@@ -66,15 +76,62 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise WeightsError(f"no such weights file: {path}")
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+        return _read_npz(path)
     if suffix == ".safetensors":
         try:
             from safetensors.numpy import load_file
         except ImportError:
             raise WeightsError("reading .safetensors needs the safetensors package: pip install safetensors") from None
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors' SafetensorError (a bad header), or numpy's on a bad dtype
+            raise WeightsError(f"cannot read {path} as .safetensors: {exc}") from None
     return _read_torch(path)
+
+
+_NPZ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)  # truncated, corrupt, pickled
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except _NPZ_ERRORS as exc:
+        raise WeightsError(f"cannot read {path} as .npz: {exc}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise WeightsError(f"{path} is a single .npy array, not an .npz archive of named arrays")
+    with data:
+        out = {}
+        for key in data.files:
+            try:
+                out[key] = data[key]
+            except _NPZ_ERRORS as exc:  # object arrays: "Object arrays cannot be loaded when allow_pickle=False"
+                raise WeightsError(f"cannot read '{key}' from {path}: {exc}") from None
+        return out
+
+
+_LIMITS = {2: np.finfo(np.float16).max, 4: np.finfo(np.float32).max}
+_CHUNK = 1 << 20
+
+
+def _check_values(spec: ParamSpec, value: np.ndarray) -> None:
+    """Refuse values that are not real numbers the model's float type can hold (see the module doc)."""
+    kind = value.dtype.kind
+    if kind in "iub" and spec.role == "num_batches_tracked":
+        return
+    if kind != "f":
+        what = {"c": "complex numbers (their imaginary parts would be dropped)", "i": "integers", "u": "integers",
+                "b": "booleans", "U": "strings", "S": "strings", "O": "Python objects"}.get(kind, "non-numbers")
+        raise WeightsError(f"'{spec.key}' holds {what} ({value.dtype}); weights must be floating point "
+                           "(float16, float32 or float64)")
+    limit = _LIMITS.get(value.dtype.itemsize, _LIMITS[4])
+    flat = value.reshape(-1)
+    for start in range(0, flat.size, _CHUNK):
+        chunk = np.abs(flat[start:start + _CHUNK])
+        bad = ~(chunk <= limit)  # NaN compares False
+        if bad.any():
+            i = start + int(np.argmax(bad))
+            raise WeightsError(f"'{spec.key}' holds {float(flat[i])!r} at flat index {i:,}: weights must be finite "
+                               f"numbers within float{8 * min(value.dtype.itemsize, 4)}'s range")
 
 
 def _read_torch(path: Path) -> dict[str, np.ndarray]:
