@@ -11,7 +11,8 @@ from dataclasses import replace
 import pytest
 
 import cnndsl
-from cnndsl.ir.build import MAX_DEPTH, MAX_NODES, build
+from cnndsl.ir.build import build
+from cnndsl.ir.limits import MAX_DEPTH, MAX_NODES
 from cnndsl.ir.graph import Op, is_weighted, takes_activation
 from cnndsl.ir.joins import PartialConv
 from cnndsl.ir.ops import Activation

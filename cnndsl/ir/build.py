@@ -5,37 +5,22 @@ cnndsl.ir.layers. Shapes are not computed here (see cnndsl.passes.shapes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from cnndsl.diagnostics import Note
 from cnndsl.ir import layers
-from cnndsl.ir.directives import apply_directive, directive
+from cnndsl.ir.directives import Settings, apply_directive, directive, drop_last_policy_activation, input_span
 from cnndsl.ir.expr import BuildError, Env, ErrorLog, evaluate, positive_int
-from cnndsl.ir.graph import Graph, Node, Op, is_weighted, takes_activation
+from cnndsl.ir.graph import Graph, Node, Op, takes_activation
 from cnndsl.ir.joins import Add, Concat, Resize, Shortcut
+from cnndsl.ir.limits import MAX_NODES, TooBig, check_repeat, deeper
 from cnndsl.ir.ops import Activation, Input
 from cnndsl.ir.options import Options, suggest
 from cnndsl.ir.shape import Shape
-from cnndsl.source import Source, Span
+from cnndsl.source import Span
 from cnndsl.syntax import ast
 
-MAX_DEPTH = 64  # groups, branches and block uses nested in one another (brackets alone stop at 32)
-MAX_NODES = 20_000  # IR nodes after expansion (implicit ReLU/BN included); ResNet-1001 has about 4,000
 _UNNUMBERED = frozenset({"input", "downsample", "add", "concat"})  # torchvision's names: x, downsample
-
-
-@dataclass
-class Settings:
-    """Network-level directives."""
-
-    name: str = "Network"
-    input: Shape | None = None
-    input_span: Span | None = None
-    activation: tuple[str, float | None] | None = None
-    rules: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
-    shortcut: str = "projection"
-    stride_on: str = "3x3"  # or "first"
-    seen: dict[str, Span] = field(default_factory=dict)  # where each directive was first given
 
 
 @dataclass
@@ -64,47 +49,27 @@ class Builder:
         self.counters: dict[tuple[tuple[str, ...], str], int] = {}
         self.taken: set[tuple[tuple[str, ...], str]] = set()
 
-    # -- entry -------------------------------------------------------------------------
-
     def build(self) -> Graph:
         statements = self.module.statements
         frame = _Frame(Env({}))
         self._directives(statements, frame)
-        shape = self.override or self.settings.input
-        if shape is None:  # point at the first layer, which has nothing to read
-            first = [st.span for st in statements if isinstance(st, ast.Line) and not directive(st)]
-            span = first[0] if first else Span(self.module.source, 1, 1, 1, 2)
-            self.errors.error(span, "no input size", Note("add a line such as `input 224x224x3` (HxWxC) before the first layer"))
+        try:
+            span = input_span(self.settings, self.override, self.module)
+        except BuildError as exc:
+            self.errors.report(exc)
             self.errors.raise_if_any()
-        self._add(Input(shape), (), self._input_span(), frame, "input")
+        self._add(Input(self.override or self.settings.input), (), span, frame, "input")
         try:
             self._statements(statements, 0, frame)
-        except _TooBig as exc:
+        except TooBig as exc:
             self.errors.error(exc.span, exc.message, trace=exc.trace)
         self.errors.raise_if_any()
         return self._finish()
 
-    def _input_span(self) -> Span:
-        """Where the input size comes from: the `--input` flag (its own source, so errors blame
-        the flag, not the file), else the file's `input` line."""
-        if self.override is None:
-            return self.settings.input_span or Span(self.module.source, 1, 1, 1, 2)
-        text = self.override.text()
-        flag = Span(Source("--input", text), 1, 1, 1, len(text) + 1)
-        given = self.settings.input
-        if given is not None and len(given.spatial) != len(self.override.spatial):
-            rank = len(self.override.spatial)
-            self.errors.error(flag, f"--input {text} is {rank}D, but this network's input is "
-                              f"{len(given.spatial)}D ({given.text()})",
-                              Note("the file's input size, here", self.settings.input_span),
-                              Note(f"give --input as {_pattern(len(given.spatial))}"))
-            self.errors.raise_if_any()
-        return flag
-
     def _finish(self) -> Graph:
         nodes = self.nodes
         if self.settings.activation:
-            nodes = _drop_last_policy_activation(nodes)
+            nodes = drop_last_policy_activation(nodes)
         return Graph(self.settings.name, tuple(nodes), nodes[-1].id)
 
     # -- statements --------------------------------------------------------------------
@@ -156,13 +121,10 @@ class Builder:
         stride = opts.int("stride", 1) if (residual or not isinstance(line.unit, ast.Head)) else 1
         count = positive_int(line.repeat, frame.env, "repeat count") if line.repeat is not None else 1
         if line.repeat is not None:
-            self._check_repeat(line, count, frame)
+            check_repeat(line, count, frame.copies, frame.depth, frame.trace, len(self.nodes), self.blocks)
         if not isinstance(line.unit, ast.Head):
             opts.finish(("residual", "stride"), "a group")
-            if frame.depth >= MAX_DEPTH:
-                raise _TooBig(line.span, f"groups, branches and block uses are nested more than {MAX_DEPTH} deep here",
-                              frame.trace)
-            frame = replace(frame, depth=frame.depth + 1)
+            frame = replace(frame, depth=deeper(line, frame.depth, frame.trace))
         label = line.label or (self._fresh(frame.scope, "layer") if residual else None)
         grouped = label is not None and (count > 1 or not isinstance(line.unit, ast.Head))
         scope = frame.scope + ((label,) if grouped else ())
@@ -181,19 +143,6 @@ class Builder:
                 raise BuildError(line.span, f"name '{line.label}' is already used")
             self.labels[line.label] = current
         return current
-
-    def _check_repeat(self, line: ast.Line, count: int, frame: _Frame) -> None:
-        """Refuse a repeat that would make more than MAX_NODES layers before building any of it."""
-        each = _min_layers(line.unit, self.blocks, {}, frame.depth)
-        total = frame.copies * count * each
-        if total <= MAX_NODES and len(self.nodes) + count * each <= MAX_NODES:
-            return
-        if each <= 1 and frame.copies == 1:
-            raise BuildError(line.repeat.span, f"repeat count {count:,} is too large: a network may have at most {MAX_NODES:,} layers")
-        detail = f"{count:,} copies" + (f" of at least {each:,} layers" if each > 1 else "") + \
-            (f", built {frame.copies:,} times by the enclosing repeats" if frame.copies > 1 else "")
-        raise _TooBig(line.repeat.span, f"repeat count {count:,} is too large: it makes at least {total:,} layers "
-                                        f"({detail}); a network may have at most {MAX_NODES:,}", frame.trace)
 
     def _unit(self, line: ast.Line, current: int, frame: _Frame, stride: int) -> int:
         unit = line.unit
@@ -311,7 +260,7 @@ class Builder:
     def _add(self, op: Op, inputs: tuple[int, ...], span: Span, frame: _Frame, kind: str, *,
              implicit: bool = False, label: str | None = None) -> int:
         if len(self.nodes) >= MAX_NODES:
-            raise _TooBig(span, f"the network has more than {MAX_NODES:,} layers (the limit, counting implicit "
+            raise TooBig(span, f"the network has more than {MAX_NODES:,} layers (the limit, counting implicit "
                                 "activations and rule layers); this line would add more")
         if label and not implicit and not self._is_grouped_label(frame, label):
             leaf = self._claim(frame.scope, label, span)
@@ -342,59 +291,6 @@ class Builder:
     @staticmethod
     def _is_grouped_label(frame: _Frame, label: str) -> bool:
         return label in frame.scope
-
-
-def _min_layers(unit: ast.Unit, blocks: dict[str, ast.BlockDef], known: dict[str, int], depth: int) -> int:
-    """A lower bound on the layers one copy of `unit` makes, counting only literal repeats
-    (and nothing below MAX_DEPTH levels, where building stops anyway)."""
-    if isinstance(unit, ast.Head):
-        return 1
-    if depth >= MAX_DEPTH:
-        return 0
-    if isinstance(unit, ast.Call):
-        if unit.name not in known and unit.name in blocks:
-            known[unit.name] = 0  # a recursive use counts nothing (it is an error anyway)
-            body = [s for s in blocks[unit.name].body if isinstance(s, ast.Line)]
-            known[unit.name] = _min_lines(body, blocks, known, depth + 1)
-        return known.get(unit.name, 1)
-    return _min_lines(unit.lines if isinstance(unit, ast.Group) else unit.branches, blocks, known, depth + 1)
-
-
-def _min_lines(lines, blocks: dict[str, ast.BlockDef], known: dict[str, int], depth: int) -> int:
-    total = 0
-    for line in lines:
-        if directive(line) or layers.is_identity(line):
-            continue
-        n = line.repeat.value if isinstance(line.repeat, ast.Num) and isinstance(line.repeat.value, int) else 1
-        total += max(1, n) * _min_layers(line.unit, blocks, known, depth)
-    return total
-
-
-def _pattern(rank: int) -> str:
-    return ("C", "LxC (1D)", "HxWxC (2D)", "DxHxWxC (3D)")[rank] if rank < 4 else "?"
-
-
-class _TooBig(Exception):
-    """The network is too large: stop building at once (every further copy would fail too)."""
-
-    def __init__(self, span: Span, message: str, trace: tuple[Span, ...] = ()):
-        self.span, self.message, self.trace = span, message, trace
-
-
-def _drop_last_policy_activation(nodes: list[Node]) -> list[Node]:
-    """The policy puts its activation after every conv and FC but the last one (the classifier)."""
-    weighted = [n for n in nodes if is_weighted(n.op)]
-    if not weighted:
-        return nodes
-    last = weighted[-1]
-    victims = [n for n in nodes if n.implicit and isinstance(n.op, Activation) and n.inputs == (last.id,)]
-    if not victims:
-        return nodes
-    drop = victims[0].id
-    remap = {n.id: n.id - (n.id > drop) for n in nodes}
-    remap[drop] = last.id
-    return [replace(n, id=remap[n.id], inputs=tuple(remap[i] if i != drop else last.id for i in n.inputs))
-            for n in nodes if n.id != drop]
 
 
 def build(module: ast.Module, input_override: Shape | None = None) -> Graph:

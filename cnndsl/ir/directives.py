@@ -3,15 +3,33 @@ projection|zero-pad`, `residual stride on 3x3|first`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
+
 from cnndsl.diagnostics import Note
 from cnndsl.ir.expr import BuildError, Env, integer
+from cnndsl.ir.graph import Node, is_weighted
 from cnndsl.ir.layers import lookup
 from cnndsl.ir.ops import Activation
 from cnndsl.ir.options import Options
 from cnndsl.ir.shape import MAX_DIM, Shape
+from cnndsl.source import Source, Span
 from cnndsl.syntax import ast
 
 DIRECTIVES = ("network", "input", "activation", "shortcut", "residual")
+
+
+@dataclass
+class Settings:
+    """Network-level directives."""
+
+    name: str = "Network"
+    input: Shape | None = None
+    input_span: Span | None = None
+    activation: tuple[str, float | None] | None = None
+    rules: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+    shortcut: str = "projection"
+    stride_on: str = "3x3"  # or "first"
+    seen: dict[str, Span] = field(default_factory=dict)  # where each directive was first given
 
 
 def directive(line: ast.Line) -> bool:
@@ -70,3 +88,42 @@ def input_shape(head: ast.Head, env: Env) -> Shape:
         if d > MAX_DIM:
             raise BuildError(arg.span, f"input size {d:,} is absurd (at most {MAX_DIM:,})")
     return Shape(dims[-1], tuple(dims[:-1]))
+
+
+def input_span(settings: Settings, override: Shape | None, module: ast.Module) -> Span:
+    """Where the input size comes from: the `--input` flag (a source of its own, so that errors
+    blame the flag, not the file), else the file's `input` line."""
+    if override is None and settings.input is None:  # point at the first layer, which has nothing to read
+        first = [st.span for st in module.statements if isinstance(st, ast.Line) and not directive(st)]
+        raise BuildError(first[0] if first else Span(module.source, 1, 1, 1, 2), "no input size",
+                         Note("add a line such as `input 224x224x3` (HxWxC) before the first layer"))
+    if override is None:
+        return settings.input_span
+    text = override.text()
+    flag = Span(Source("--input", text), 1, 1, 1, len(text) + 1)
+    given = settings.input
+    if given is not None and len(given.spatial) != len(override.spatial):
+        raise BuildError(flag, f"--input {text} is {len(override.spatial)}D, but this network's input is "
+                         f"{len(given.spatial)}D ({given.text()})", Note("the file's input size, here", settings.input_span),
+                         Note(f"give --input as {_pattern(len(given.spatial))}"))
+    return flag
+
+
+def _pattern(rank: int) -> str:
+    return ("C", "LxC (1D)", "HxWxC (2D)", "DxHxWxC (3D)")[rank] if rank < 4 else "?"
+
+
+def drop_last_policy_activation(nodes: list[Node]) -> list[Node]:
+    """The policy puts its activation after every conv and FC but the last one (the classifier)."""
+    weighted = [n for n in nodes if is_weighted(n.op)]
+    if not weighted:
+        return nodes
+    last = weighted[-1]
+    victims = [n for n in nodes if n.implicit and isinstance(n.op, Activation) and n.inputs == (last.id,)]
+    if not victims:
+        return nodes
+    drop = victims[0].id
+    remap = {n.id: n.id - (n.id > drop) for n in nodes}
+    remap[drop] = last.id
+    return [replace(n, id=remap[n.id], inputs=tuple(remap[i] if i != drop else last.id for i in n.inputs))
+            for n in nodes if n.id != drop]
