@@ -5,6 +5,7 @@ even kernels get no silent off-by-one padding, and fix hints name sizes that fit
 from __future__ import annotations
 
 import itertools
+import random
 import time
 
 import pytest
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 
 from cnndsl import CnnDslError, loads
 from cnndsl.ir.ops import Conv, Pool
-from cnndsl.ir.shape import Shape, ShapeProblem, Window, fits, slide
+from cnndsl.ir.shape import Shape, ShapeProblem, Window, chain_fits, chain_sizes, fits, slide
 
 
 def _error(text: str) -> str:
@@ -176,3 +177,63 @@ def test_even_kernel_without_a_pad_asks_for_one():
     assert loads("input 32x32x3\n4x4 conv, 8, pad valid\n").shapes[-1].spatial == (29, 29)
     assert loads("input 32x32x3\n3x3 conv, 8, dilation 2\n").shapes[-1].spatial == (32, 32)  # extent 5: centred
     assert loads("input 32x32x3\n2x2 conv, 8, dilation 2\n").shapes[-1].spatial == (32, 32)  # extent 3: centred
+
+
+# -- 26: fix hints -------------------------------------------------------------------------------
+
+def test_hints_write_sizes_in_the_input_rank():
+    one = _error("input 128x3\n3 conv, 8, stride 2, pad 0\n")
+    assert "doesn't fit a length-128 input" in one and "so the last position of the input" in one
+    assert "fix: use `pad 1`, or an input of length 129 or 127 here" in one  # was `an input of 129x129`
+    three = _error("input 9x8x9x3\n3x3x3 conv, 8, stride 2, pad 0\n")
+    assert "doesn't fit a 9x8x9 input" in three
+    assert "fix: use `pad 0x1x0`, or an input of 9x9x9 or 9x7x9 here" in three  # only the axis that fails
+
+
+def test_pool_hints_suggest_ceil():
+    message = _error("input 7x7x3\n3x3 max pool, stride 3\n")
+    assert "fix: use `pad 1`, or `ceil`, or an input of 9x9 or 6x6 here" in message
+    loads("input 7x7x3\n3x3 max pool, stride 3, ceil\n")  # the suggestion works
+    padded = _error("input 9x9x3\n3x3 max pool, stride 3, pad 1\n")  # pad 2 would fit, but a pool pads at most
+    assert "fix: use `ceil`, or an input of 10x10 or 8x8 here" in padded  # half its window
+
+
+def test_hints_name_a_network_input_that_fits_not_the_layers_own_input():
+    text = "input {}x3\n3x3 conv, 8\nmax pool\n3x3 conv, 8, stride 2, pad 0\n"
+    message = _error(text.format("224x224"))
+    assert "input here: 112x112x8" in message
+    assert "fix: use `pad 1`, or `input 226x226x3` or `input 222x222x3`" in message  # not 113x113 or 111x111
+    for size in ("226x226", "222x222"):
+        loads(text.format(size))
+    for size in ("223x223", "224x224", "225x225"):  # none nearer fits
+        with pytest.raises(CnnDslError):
+            loads(text.format(size))
+
+
+def test_hints_name_a_network_input_when_the_layer_is_too_small():
+    message = _error("input 32x32x3\n[3x3 conv, 16; max pool] x 4\n7x7 conv, 8, pad 0\n")
+    assert "fix: remove a downsampling layer before it, or use `pad 3`, or `input 112x112x3`" in message
+    loads("input 112x112x3\n[3x3 conv, 16; max pool] x 4\n7x7 conv, 8, pad 0\n")
+    with pytest.raises(CnnDslError):
+        loads("input 111x111x3\n[3x3 conv, 16; max pool] x 4\n7x7 conv, 8, pad 0\n")
+
+
+def test_chain_sizes_are_the_nearest_that_fit():
+    rng = random.Random(0)
+    for _ in range(300):
+        chain = tuple((Window(rng.randint(1, 5), rng.randint(1, 3), rng.randint(0, 2)), rng.random() < 0.3, False)
+                      for _ in range(rng.randint(1, 4)))
+        size = rng.randint(1, 60)
+        below, above = chain_sizes(size, chain)
+        fitting = [n for n in range(1, 400) if chain_fits(n, chain)]
+        assert below == max((n for n in fitting if n < size), default=None), (chain, size)
+        if any(n > size for n in fitting):
+            assert above == min(n for n in fitting if n > size), (chain, size)
+
+
+@pytest.mark.timeout(10)
+def test_network_hints_stay_fast_on_a_deep_network():
+    start = time.perf_counter()
+    message = _error("input 224x224x3\n3x3 conv, 8\n" + "relu\n" * 5000 + "max pool\n3x3 conv, 8, stride 2, pad 0\n")
+    assert "`input 226x226x3`" in message
+    assert time.perf_counter() - start < 3

@@ -154,8 +154,12 @@ class Pool(_Pointwise):
                 raise ShapeProblem(f"pad {w.pad} is more than half the {w.kernel}-wide pool window",
                                    f"PyTorch requires pad <= kernel/2 for pooling: use pad {w.kernel // 2} or less")
         what = f"{'x'.join(map(str, self.kernel))} {self.mode} pool with stride {_kernel_text(self.stride)}"
-        unpadded = self.mode == "avg" and len(self.kernel) == 3
-        return Shape(x.channels, _slide(ins, self._windows(), self.ceil, what, pool=True, unpadded=unpadded))
+        return Shape(x.channels, _slide(ins, self._windows(), self.ceil, what, pool=True, unpadded=self.unpadded))
+
+    @property
+    def unpadded(self) -> bool:
+        """Whether the window must fit the input without its padding (PyTorch's 3D average pool)."""
+        return self.mode == "avg" and len(self.kernel) == 3
 
     def other_ops(self, ins: Shapes, out: Shape) -> int:
         return out.numel * math.prod(self.kernel)

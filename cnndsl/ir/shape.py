@@ -34,12 +34,28 @@ class Shape:
 
 
 class ShapeProblem(Exception):
-    """Raised by an op's shape rule; the builder attaches the span and notes."""
+    """Raised by an op's shape rule; the builder attaches the span and notes. `refit`: set when
+    a window doesn't fit, so that shape inference can suggest a network input size instead."""
 
-    def __init__(self, message: str, *notes: str):
+    def __init__(self, message: str, *notes: str, refit: Refit | None = None):
         super().__init__(message)
         self.message = message
         self.notes = notes
+        self.refit = refit
+
+
+@dataclass(frozen=True, slots=True)
+class Refit:
+    """A window that doesn't fit: the axes it fails on, and the fixes that keep the input size."""
+
+    axes: tuple[int, ...]
+    options: tuple[str, ...]  # e.g. "`pad 1`", "`ceil`"
+    lead: str = "fix: use"
+
+    def note(self, sizes: tuple[str, ...]) -> str:
+        """The fix hint, offering `sizes` ("an input of 9x9 here", "`input 227x227x3`") last."""
+        options = (*self.options, " or ".join(sizes)) if sizes else self.options
+        return f"{self.lead} " + ", or ".join(options) if options else "fix: change the window, its stride or the input size"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,27 +129,40 @@ def fitting_pad(size: int, w: Window, most: int | None = None) -> int | None:
     return None
 
 
-def chain_fits(size: int, chain: tuple[tuple[Window, bool], ...]) -> bool:
-    """True when every (window, ceil) of a chain fits, each sliding over the last one's output."""
-    for w, ceil in chain:
-        if not fits(size, w, ceil):
+Chain = tuple[tuple[Window, bool, bool], ...]  # (window, ceil, unpadded) per step, input first
+
+
+def chain_fits(size: int, chain: Chain, room_only: bool = False) -> bool:
+    """True when every step of a chain fits, each sliding over the last one's output
+    (`room_only`: when no window is larger than its input, rounding aside)."""
+    for w, ceil, unpadded in chain:
+        if not fits(size, w, ceil or room_only, unpadded):
             return False
         size = out_size(size, w, ceil)
     return True
 
 
-def chain_sizes(size: int, chain: tuple[tuple[Window, bool], ...], budget: int = 100_000) \
-        -> tuple[int | None, int | None]:
+def chain_sizes(size: int, chain: Chain, budget: int = 100_000) -> tuple[int | None, int | None]:
     """The nearest input sizes below and above `size` for which the whole chain fits.
 
-    Fitting is periodic in the input size with period prod(strides) (adding it adds whole
-    strides at every step), so searching one period each way finds the nearest fit if there is
-    one. The search stops after `budget` window steps (None: not found)."""
-    period = math.prod(w.stride for w, _ in chain)
+    Room (no window larger than its input) only grows with the input, so the smallest size
+    with room is found by bisection; above it, fitting is periodic with period prod(strides)
+    (adding it adds whole strides at every step), so one period each way finds the nearest
+    fit if there is one. At most `budget` window steps (None: not found)."""
+    period = math.prod(w.stride for w, _, _ in chain)
     reach = min(period, budget // max(1, len(chain)))
-    below = next((n for n in range(size - 1, max(0, size - reach - 1), -1) if chain_fits(n, chain)), None)
-    above = next((n for n in range(size + 1, min(MAX_DIM, size + reach) + 1) if chain_fits(n, chain)), None)
-    return below, above
+    low, high = size + 1, MAX_DIM
+    if not chain_fits(high, chain, room_only=True):
+        return _search(size - 1, size - reach - 1, chain), None
+    while low < high:  # 31 halvings at most
+        mid = (low + high) // 2
+        low, high = (low, mid) if chain_fits(mid, chain, room_only=True) else (mid + 1, high)
+    return _search(size - 1, size - reach - 1, chain), _search(low, min(MAX_DIM, low + reach), chain)
+
+
+def _search(start: int, stop: int, chain: Chain) -> int | None:
+    step = 1 if stop > start else -1
+    return next((n for n in range(start, stop, step) if n >= 1 and chain_fits(n, chain)), None)
 
 
 # -- the diagnostics ----------------------------------------------------------------------------
@@ -150,18 +179,21 @@ def slide(spatial: tuple[int, ...], windows: tuple[Window, ...], ceil: bool, wha
     Raises ShapeProblem, with the arithmetic and a fix, when a window is larger than the padded
     input (the unpadded one if `unpadded`), or when rounding down leaves real input unread.
     `pool`: a fix may add `ceil`, and a padding may be at most half the window (PyTorch's rule)."""
-    for axis, (n, w) in enumerate(zip(spatial, windows)):
-        if not fits(n, w, True, unpadded):
-            raise _too_small(spatial, windows, axis, what, unpadded)
+    small = [axis for axis, (n, w) in enumerate(zip(spatial, windows)) if not fits(n, w, True, unpadded)]
+    if small:
+        raise _too_small(spatial, windows, small, what, pool, unpadded)
     bad = [axis for axis, (n, w) in enumerate(zip(spatial, windows)) if not fits(n, w, ceil, unpadded)]
     if bad:
         n, w = spatial[bad[0]], windows[bad[0]]
         count = lost(n, w)
         noun = _ROWS.get(len(spatial), _ROWS[1])[count > 1]
+        refit = Refit(tuple(bad), _keep_size_fixes(spatial, windows, bad, pool))
+        sizes = [s for s in (_resized(spatial, windows, bad, up, unpadded) for up in (True, False)) if s is not None]
+        here = (f"an input of {' or '.join(map(sized, sizes))} here".replace(" or length ", " or "),) if sizes else ()
         raise ShapeProblem(
             f"{what} doesn't fit {_an(spatial)} input: {_formula(n, w)} = {_fmt((n + 2 * w.pad - w.extent) / w.stride + 1)}, "
             f"so the last {f'{count} {noun}' if count > 1 else noun} of the input would never be read",
-            _fix(spatial, windows, bad, pool, unpadded))
+            refit.note(here), refit=refit)
     return tuple(out_size(n, w, ceil) for n, w in zip(spatial, windows))
 
 
@@ -172,24 +204,28 @@ def _an(spatial: tuple[int, ...]) -> str:
     return f"a length-{spatial[0]}" if len(spatial) == 1 else f"a {sized(spatial)}"
 
 
-def _too_small(spatial: tuple[int, ...], windows: tuple[Window, ...], axis: int, what: str,
-               unpadded: bool) -> ShapeProblem:
-    n, w = spatial[axis], windows[axis]
+def _too_small(spatial: tuple[int, ...], windows: tuple[Window, ...], small: list[int], what: str,
+               pool: bool, unpadded: bool) -> ShapeProblem:
+    n, w = spatial[small[0]], windows[small[0]]
     if unpadded and n < w.extent:
         least = tuple(max(d, v.extent) for d, v in zip(spatial, windows))
         return ShapeProblem(
             f"{what} doesn't fit {_an(spatial)} input: PyTorch's 3D average pool needs the input to be at least "
             f"as large as its window ({n} < {w.extent}), padding or not",
-            f"fix: use an input of at least {sized(least)} here, a window of at most {n}, or a max pool")
+            f"fix: use an input of at least {sized(least)} here, a window of at most {n}, or a max pool",
+            refit=Refit(tuple(small), (f"a window of at most {n}", "a max pool")))
     return ShapeProblem(
         f"{what} doesn't fit {_an(spatial)} input: {_formula(n, w)} = {_fmt((n + 2 * w.pad - w.extent) / w.stride + 1)}, "
         f"the window ({w.extent}) is larger than the padded input ({n + 2 * w.pad})",
-        f"the input is already {n} wide here; remove a downsampling layer before it, or pad")
+        f"the input is already {n} wide here; remove a downsampling layer before it, or pad",
+        refit=Refit(tuple(small), _keep_size_fixes(spatial, windows, small, pool)[:1],
+                    "fix: remove a downsampling layer before it, or use"))
 
 
-def _fix(spatial: tuple[int, ...], windows: tuple[Window, ...], bad: list[int], pool: bool, unpadded: bool) -> str:
-    """Suggest the smallest padding (a pool's: at most half its window), `ceil` (pools, with
-    which nothing is left unread), and the nearest input sizes that fit."""
+def _keep_size_fixes(spatial: tuple[int, ...], windows: tuple[Window, ...], bad: list[int], pool: bool) \
+        -> tuple[str, ...]:
+    """The smallest padding that fits (a pool's: at most half its window), and `ceil` for a
+    pool (with which nothing is left unread)."""
     options = []
     pads = [fitting_pad(spatial[a], windows[a], windows[a].kernel // 2 if pool else None) for a in bad]
     if None not in pads:
@@ -197,12 +233,7 @@ def _fix(spatial: tuple[int, ...], windows: tuple[Window, ...], bad: list[int], 
         for a, p in zip(bad, pads):
             new[a] = p
         options.append(f"`pad {axes_text(new)}`")
-    if pool:
-        options.append("`ceil`")
-    sizes = [s for s in (_resized(spatial, windows, bad, up, unpadded) for up in (True, False)) if s is not None]
-    if sizes:
-        options.append(f"an input of {' or '.join(map(sized, sizes))} here".replace(" or length ", " or "))
-    return "fix: use " + ", or ".join(options) if options else "fix: change the window, its stride or the input size"
+    return (*options, "`ceil`") if pool else tuple(options)
 
 
 def _resized(spatial, windows, bad, up: bool, unpadded: bool) -> tuple[int, ...] | None:

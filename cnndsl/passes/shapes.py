@@ -7,6 +7,7 @@ from cnndsl.ir.expr import ErrorLog
 from cnndsl.ir.graph import Graph
 from cnndsl.ir.ops import check_dims
 from cnndsl.ir.shape import Shape, ShapeProblem
+from cnndsl.passes.fit import Refitter
 
 
 MAX_ELEMENTS = 10**12  # in one tensor: 4 TB at fp32, more than any one machine holds
@@ -18,6 +19,7 @@ def infer_shapes(graph: Graph) -> tuple[Shape, ...]:
     errors = ErrorLog()
     given = graph.input.span  # where the input size comes from: the file's `input` line or --input
     shapes: list[Shape | None] = []
+    refitter = Refitter(graph)  # "doesn't fit" hints name network input sizes that fit
     for node in graph.nodes:
         ins = tuple(shapes[i] for i in node.inputs)
         if any(s is None for s in ins):
@@ -28,7 +30,7 @@ def infer_shapes(graph: Graph) -> tuple[Shape, ...]:
             check_dims(out)
             _check_elements(out)
         except ShapeProblem as exc:
-            notes = [Note(n) for n in exc.notes]
+            notes = [Note(n) for n in refitter.notes(shapes, node, exc)]
             if ins:
                 notes.insert(0, Note(f"input{'s' if len(ins) > 1 else ''} here: {', '.join(s.text() for s in ins)}"))
             if given.source is not node.span.source and node.inputs:  # sized by --input
