@@ -115,6 +115,7 @@ class Worker:
         self.proc.kill()
         self.proc.join()
         self.conn.close()
+        Path(fuzz_work.scratch(self.proc.pid)).unlink(missing_ok=True)
 
 
 def _plan(journal: Path, start: int, count: int, size: int) -> list[tuple[int, int]]:

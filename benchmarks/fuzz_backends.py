@@ -3,8 +3,9 @@
 The PyTorch module (non-trivial batch-norm statistics and biases, as tests/test_onnx_backend.py
 sets them) gives every node's value; each must have the IR's shape. The generated source,
 imported, holds the same state dict and must compute the same output; the ONNX model emitted
-with those weights must pass onnx's full check, and onnxruntime (CPU) must give every IR value
-it holds, and the output with batch norm folded, within TOL of PyTorch's.
+with those weights must be the bytes `cnndsl compile` streams, pass onnx's full check, and
+onnxruntime (CPU) must give every IR value it holds, and the output with batch norm folded,
+within TOL of PyTorch's.
 """
 
 from __future__ import annotations
@@ -117,7 +118,12 @@ def _source(net, module, x, want, name: str) -> None:
 
 def _onnx(net, state, x, values) -> None:
     import onnx
+
+    from cnndsl.backends.onnx_emit import to_bytes
     model = net.to_onnx(weights=state)
+    for streamed, whole in ((to_bytes(net, weights=state), model), (to_bytes(net, seed=3), net.to_onnx(seed=3))):
+        if streamed != whole.SerializeToString():  # what `cnndsl compile` writes, chunk by chunk
+            raise Mismatch("the streamed model (cnndsl compile) differs from to_onnx's")
     onnx.checker.check_model(model, full_check=True)
     by_name = {n.name: n.id for n in net.graph.nodes}
     wanted = [v for v in model.graph.value_info if v.name in by_name]

@@ -193,6 +193,23 @@ def examine(text: str, training: bool = False) -> tuple[bool, tuple[str, str] | 
     return True, None
 
 
+def examine_cli(text: str, path: str) -> tuple[str, str] | None:
+    """`cnndsl check FILE` (in this process) on `text` written as a UTF-8 file: None when it
+    exits 0 or 1 with output to match, else ("cli", what happened)."""
+    import contextlib
+    import io
+
+    from cnndsl.cli import main
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["check", path])
+    if code not in (0, 1) or "Traceback" in err.getvalue() or (code == 1) != bool(err.getvalue()):
+        return "cli", f"cnndsl check exited {code}: {err.getvalue()[-200:]}"
+    return None
+
+
 def _bad_diagnostic(exc, text: str) -> tuple[str, str] | None:
     if not exc.diagnostics:
         return "diagnostic", "CnnDslError with no diagnostics"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-ACTIVATIONS = ["relu", "tanh", "sigmoid", "elu", "leaky relu 0.2"]
+ACTIVATIONS = ["relu", "tanh", "sigmoid", "elu", "leaky relu 0.2", "relu", "elu, alpha 0.5"]
 
 
 @dataclass
@@ -49,7 +49,8 @@ def network(seed: int, index: int) -> tuple[str, str]:
     for _ in range(rng.randrange(2, 9)):
         lines.append(_line(s, depth=0))
     if rng.randrange(3) == 0:
-        lines.append(f"FC {rng.randrange(1, 33)}")
+        lines += ["flatten"] * (rng.randrange(3) == 0)
+        lines.append(f"FC {rng.randrange(1, 33)}" + ", bias off" * (rng.randrange(4) == 0))
         s.features.add("fc")
     if rng.randrange(4) == 0:
         lines.append("softmax")
@@ -111,6 +112,8 @@ def _stride(s: State, k: int, pad: int, dilation: int, choices: tuple[int, ...])
 
 def _conv(s: State, depth: int) -> str:
     rng = s.rng
+    if s.dims > 1 and rng.randrange(4) == 0:
+        return _conv_axes(s)
     k, dilation = s.kernel(), rng.choice((1, 1, 1, 2))
     groups = rng.choice([g for g in (1, 1, 1, 2, 3, 4) if s.channels % g == 0])
     width = groups * rng.randrange(1, 9 if groups == 1 else 5)
@@ -134,6 +137,19 @@ def _conv(s: State, depth: int) -> str:
     return ", ".join(parts)
 
 
+def _conv_axes(s: State) -> str:
+    """A conv with a kernel, padding and stride per axis: `1x3 conv, 8, pad 0x1, stride 2x1`."""
+    rng = s.rng
+    ks = [rng.choice([k for k in (1, 2, 3) if k <= n] or [1]) for n in s.spatial]
+    pads = [rng.choice((0, k // 2)) for k in ks]
+    strides = [rng.choice([t for t in (1, 1, 2, 3) if (n + 2 * p - k) % t == 0] or [1])
+               for n, k, p in zip(s.spatial, ks, pads)]
+    width = rng.randrange(1, 9)
+    s.spatial = [(n + 2 * p - k) // t + 1 for n, k, p, t in zip(s.spatial, ks, pads, strides)]
+    s.channels = width
+    return f"{s.size(ks)} conv, {width}, pad {s.size(pads)}, stride {s.size(strides)}"
+
+
 def _table(s: State, depth: int) -> str:
     rng = s.rng
     if s.channels > 10:
@@ -155,8 +171,12 @@ def _upconv(s: State, depth: int) -> str:
     width = s.rng.randrange(1, 9)
     if max(s.spatial) * k > 64:
         return _act(s, depth)
-    s.spatial, s.channels = [n * k for n in s.spatial], width
-    return f"{s.size(k)} up-conv, {width}"
+    if s.rng.randrange(2):
+        s.spatial, s.channels = [n * k for n in s.spatial], width
+        return f"{s.size(k)} up-conv, {width}"
+    stride, pad = s.rng.choice((1, 2, 3)), s.rng.choice((0, 1))
+    s.spatial, s.channels = [(n - 1) * stride - 2 * pad + k for n in s.spatial], width
+    return f"{s.size(k)} up-conv, {width}, stride {stride}" + (f", pad {pad}" if pad else "")
 
 
 def _pool(s: State, depth: int) -> str:

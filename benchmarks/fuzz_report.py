@@ -119,7 +119,8 @@ def _section(part: str, journal: Path) -> list[str]:
             f"| inputs run | {n:,} (indices {_ranges(bs)}) |"]
     if part == "mutate":
         out += [f"| accepted by the checker | {stats['accepted']:,} |",
-                f"| refused with diagnostics | {stats['refused']:,} |"]
+                f"| refused with diagnostics | {stats['refused']:,} |",
+                f"| also run as a file through `cnndsl check` | {stats['cli']:,} |"]
     else:
         out += [f"| refused by the checker (discarded) | {stats['refused']:,} |",
                 f"| run through torch, generated source, ONNX checker, onnxruntime | {stats['ran']:,} |"]

@@ -124,9 +124,20 @@ def _mutate(text, index, tags, stats) -> dict | None:
     except Exception as exc:  # noqa: BLE001 -- anything but CnnDslError is a crash
         return _crash(index, exc, tags)
     stats["accepted" if accepted else "refused"] += 1
+    if problem is None and index % 10 == 0:  # one input in ten also as a file, through the CLI
+        stats["cli"] += 1
+        problem = fuzz_inputs.examine_cli(text, scratch(os.getpid()))
+        if problem:
+            return _finding(index, "crash", problem[1], tags, key="cnndsl check: " + _shape(problem[1]), type_="cli")
     if problem is None:
         return None
     return _finding(index, problem[0], problem[1], tags, key="bad span or message: " + _shape(problem[1]))
+
+
+def scratch(pid: int) -> str:
+    """The file worker `pid` writes its CLI inputs to (the parent removes it when the worker stops)."""
+    import tempfile
+    return os.path.join(tempfile.gettempdir(), f"cnndsl-fuzz-{pid}.arch")
 
 
 def _backends(text, index, tags, stats) -> dict | None:

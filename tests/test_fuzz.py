@@ -249,7 +249,7 @@ def test_mutation_fuzzer_smoke(tmp_path):
     stats, findings = _campaign(tmp_path, "mutate", "--count", "200", "--seed", "3")
     again, _ = _campaign(tmp_path, "mutate", "--count", "200", "--seed", "3")
     assert stats["n"] == again["n"] == 200
-    assert stats["accepted"] + stats["refused"] == 200 and stats["accepted"] >= 20
+    assert stats["accepted"] + stats["refused"] == 200 and stats["accepted"] >= 20 and stats["cli"] == 20
     assert findings == [], findings
     report = (tmp_path / "fuzz.md").read_text()
     assert "| inputs run | 200 (indices 0-199) |" in report and "| crash findings | 0 |" in report
