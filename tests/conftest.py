@@ -42,10 +42,15 @@ def pytest_report_header(config) -> str:
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """A packaging test builds and installs a wheel: give it more than the default timeout."""
+    """Longer timeouts where the run is meant to be long: a packaging test builds and installs a
+    wheel; under the `fuzz` profile a hypothesis test draws 50x the examples."""
     for item in items:
-        if item.get_closest_marker("packaging") and not item.get_closest_marker("timeout"):
+        if item.get_closest_marker("timeout"):
+            continue
+        if item.get_closest_marker("packaging"):
             item.add_marker(pytest.mark.timeout(300))
+        elif PROFILE != "ci" and getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.timeout(3600))
 
 
 def pytest_addoption(parser):
