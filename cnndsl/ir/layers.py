@@ -26,6 +26,8 @@ Made = list[tuple[object, str, bool]]  # (op, kind for naming, implicit)
 
 
 def _conv(head: ast.Head, opts: Options, rules: dict) -> Made:
+    """`3x3 conv, 64`: stride 1 and, by default, "same" padding, d*(F-1)/2 on each side; a kernel
+    whose dilated extent is even has no centre, so it must say its `pad` (no silent F-1 output)."""
     kernel = kernel_size(head, opts, None, "conv")
     out = width(head, opts, "conv")
     rank = len(kernel)
@@ -87,9 +89,8 @@ def _table_plain(head: ast.Head, opts: Options, given: dict[str, tuple[int, ...]
         if set(given[key]) != {1}:
             raise BuildError(opts.keyed[key].span, f"a conv with a connection table takes no `{key}`")
     if any(given["pad"]):
-        where = opts.keyed["pad"].span if "pad" in opts.keyed else head.span
-        raise BuildError(where, "a conv with a connection table does not pad (LeNet-5's C3 does not)",
-                         Note("fix: write `pad valid`"))
+        raise BuildError(opts.keyed["pad"].span if "pad" in opts.keyed else head.span,
+                         "a conv with a connection table does not pad (LeNet-5's C3 does not)", Note("fix: write `pad valid`"))
     if not bias and "bias" in opts.keyed:  # (a batch norm rule's bias-off default does not apply)
         raise BuildError(opts.keyed["bias"].span, "a conv with a connection table always has a bias per output map")
 
@@ -102,9 +103,9 @@ def _no_even_default(head: ast.Head, opts: Options, kernel: tuple[int, ...], dil
     size = "x".join(map(str, kernel)) + ("" if set(dilation) == {1} else f" (dilation {'x'.join(map(str, dilation))})")
     less = axes_text([d * (k - 1) // 2 for k, d in zip(kernel, dilation)])
     more = axes_text([-(-d * (k - 1) // 2) for k, d in zip(kernel, dilation)])
-    span = head.size.span if head.size is not None else head.span
-    raise BuildError(span, f"a {size} conv has no centre, so no padding keeps the size (\"same\" would pad one side "
-                           "more than the other); say which padding you want",
+    raise BuildError(head.size.span if head.size is not None else head.span,
+                     f"a {size} conv has no centre, so no padding keeps the size (\"same\" would pad one side more "
+                     "than the other); say which padding you want",
                      Note(f"fix: add `, pad {less}` (the output one smaller than the input), `, pad {more}` "
                           "(one larger), or `, pad valid` (none)"))
 
