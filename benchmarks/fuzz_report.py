@@ -115,7 +115,9 @@ def _section(part: str, journal: Path) -> list[str]:
         versions = ", ".join(f"{k} {v}" for k, v in last["versions"].items())
         out += [f"- machine: {last['machine']}", f"- Python {last['python']}; {versions}"]
     kinds = collections.Counter(f["kind"] for f in findings)
-    out += ["", "| measure | value |", "|---|---:|",
+    out += ["", "Times are a worker's CPU time on the input (steady when other work shares the machine); "
+            "a worker stuck longer than --kill seconds of wall time is killed.",
+            "", "| measure | value |", "|---|---:|",
             f"| inputs run | {n:,} (indices {_ranges(bs)}) |"]
     if part == "mutate":
         out += [f"| accepted by the checker | {stats['accepted']:,} |",
@@ -130,7 +132,8 @@ def _section(part: str, journal: Path) -> list[str]:
     out += [f"| inputs over 1 s / 3 s | {stats['over 1.0 s']:,} / {stats['over 3.0 s']:,} |",
             f"| inputs over 100 KB (allowed 3 x --slow) | {stats['large']:,}, slowest {stats['large_max_seconds']:.2f} s |",
             f"| slowest input | {stats['max_seconds']:.3f} s (index {slowest['stats'].get('max_index') if slowest else '-'}) |",
-            f"| mean time an input | {1000 * stats['seconds'] / max(1, n):.2f} ms |",
+            f"| mean time an input | {1000 * stats['seconds'] / max(1, n):.2f} ms CPU, "
+            f"{1000 * stats['wall_seconds'] / max(1, n):.2f} ms wall |",
             f"| wall time of the runs | {wall:,.0f} s |",
             f"| throughput | {n / wall if wall else 0:,.1f} inputs/s over all jobs; "
             f"{n / stats['seconds'] if stats['seconds'] else 0:,.1f} inputs/s a job |"]
@@ -145,7 +148,7 @@ def _details(part: str, stats: collections.Counter, findings: list[dict]) -> lis
         out += ["", "Mutation operators applied: " + ", ".join(f"{k} {v:,}" for k, v in tags) + "."]
     else:
         stages = {k[6:]: v for k, v in stats.items() if k.startswith("stage ")}
-        out += ["", "Time in each stage (s, all networks): " + ", ".join(f"{k} {v:,.1f}" for k, v in stages.items())]
+        out += ["", "Wall time in each stage (s, all networks): " + ", ".join(f"{k} {v:,.1f}" for k, v in stages.items())]
         ran = sorted((k[4:], v) for k, v in stats.items() if k.startswith("ran "))
         out += ["", "Networks run, by feature: " + ", ".join(f"{k} {v:,}" for k, v in ran) + "."]
         refused = collections.Counter({k[9:]: v for k, v in stats.items() if k.startswith("refused: ")})
