@@ -8,6 +8,8 @@ digits, an expression hundreds of operators deep) are refused here, with their s
 
 from __future__ import annotations
 
+import re
+
 from lark import Lark, Token, Tree
 from lark.parse_tree_builder import ParseTreeBuilder
 
@@ -17,6 +19,7 @@ from cnndsl.syntax import ast
 
 MAX_NUMBER_DIGITS = 1000
 MAX_EXPR_DEPTH = 100
+_DIGITS = re.compile(r"\d+")
 
 # The rules whose node needs a span: computed from the first and last of the rule's tokens.
 _LOCATED = frozenset({"let", "rule", "rule_step", "block_def", "line", "head", "head_1d", "group", "call",
@@ -174,7 +177,7 @@ class AstBuilder:
 
     def _short(self, tok: Token) -> bool:
         """False (and a diagnostic) for a literal too long to be a number of a network."""
-        digits = sum(ch.isdigit() for ch in tok) if len(tok) > MAX_NUMBER_DIGITS else 0
+        digits = max(map(len, _DIGITS.findall(tok))) if len(tok) > MAX_NUMBER_DIGITS else 0
         if digits <= MAX_NUMBER_DIGITS:
             return True
         self.problems.append(Diagnostic(_tok_span(self.src, tok),

@@ -18,7 +18,8 @@ from lark.parsers.lalr_analysis import Shift
 from cnndsl.diagnostics import Diagnostic, Note
 from cnndsl.source import Source
 from cnndsl.syntax.build import AstBuilder, edge, callbacks
-from cnndsl.syntax.errors import Brackets, at_end, syntax_diagnostic
+from cnndsl.syntax.errors import Brackets, at_end, syntax_diagnostic, tok_span as _tok_span
+from cnndsl.syntax.lexer import MAX_TOKENS, Lexer, TooManyTokens
 
 MAX_SYNTAX_ERRORS = 100
 
@@ -31,6 +32,13 @@ def _table(parser: Lark):
     states = {s: {t: (a is Shift, arg if a is Shift else rules[arg]) for t, (a, arg) in acts.items()}
               for s, acts in table.states.items()}
     return states, table.start_states["start"], table.end_states["start"]
+
+
+def _passes_on(rule) -> bool:
+    """A `?rule` with one child that is kept: lark's callback would return that child."""
+    (symbol,) = rule.expansion if len(rule.expansion) == 1 else (None,)
+    return (symbol is not None and rule.options.expand1 and not rule.alias
+            and not (symbol.is_term and symbol.filter_out) and not symbol.name.startswith("_"))
 
 
 class _Position:
@@ -52,11 +60,11 @@ class Driver:
     def __init__(self, parser: Lark, source: Source, builder: AstBuilder):
         self.states, start, self.end = _table(parser)
         made = callbacks(parser, builder)
-        self.reduces = [(len(r.expansion), r.origin.name, made[r]) for r in parser.rules]
+        self.reduces = [(len(r.expansion), r.origin.name, None if _passes_on(r) else made[r]) for r in parser.rules]
         self.source, self.brackets = source, Brackets(source)
         self.stack, self.values = [start], []
-        self.lexer = parser.parser.lexer
-        self.lexer_state = LexerThread.from_text(self.lexer, source.text).state
+        self.lexer_state = LexerThread.from_text(parser.parser.lexer, source.text).state
+        self.lexer = Lexer(parser.parser.lexer, self.lexer_state, self.stack)
         self.errors: list[Diagnostic] = []
 
     def run(self):
@@ -64,13 +72,20 @@ class Driver:
         while True:
             try:
                 return self._feed_all()
+            except TooManyTokens as exc:
+                self.errors.append(Diagnostic(_tok_span(self.source, exc.token),
+                                              f"file too long: more than {MAX_TOKENS:,} tokens (words, numbers, symbols)",
+                                              (Note("no network needs this many: repeat layers with `x N`, or define a block"),)))
+                return None
             except UnexpectedInput as exc:
+                if isinstance(exc, UnexpectedToken) and exc.token is self.lexer.last:
+                    self.lexer.after_last()  # the parser refused the token: read on after it
                 if not self._recover(exc):
                     return None
 
     def _feed_all(self):
         last = None
-        for last in self.lexer.lex(self.lexer_state, _Position(self.stack)):
+        for last in self.lexer.tokens():
             self._feed(last)
         end = Token.new_borrow_pos("$END", "", last) if last else Token("$END", "", 0, 1, 1)
         return self._feed(end)
@@ -88,6 +103,9 @@ class Driver:
                 values.append(tok)
                 return None
             size, origin, build = reduces[arg]
+            if build is None:  # `?a: b`: b's value is a's; only the state changes
+                stack[-1] = states[stack[-2]][origin][1]
+                continue
             children = values[-size:] if size else []
             if size:
                 del stack[-size:], values[-size:]
