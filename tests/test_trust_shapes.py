@@ -224,7 +224,7 @@ def test_chain_sizes_are_the_nearest_that_fit():
         chain = tuple((Window(rng.randint(1, 5), rng.randint(1, 3), rng.randint(0, 2)), rng.random() < 0.3, False)
                       for _ in range(rng.randint(1, 4)))
         size = rng.randint(1, 60)
-        below, above = chain_sizes(size, chain)
+        below, above, _ = chain_sizes(size, chain)
         fitting = [n for n in range(1, 400) if chain_fits(n, chain)]
         assert below == max((n for n in fitting if n < size), default=None), (chain, size)
         if any(n > size for n in fitting):
@@ -237,3 +237,14 @@ def test_network_hints_stay_fast_on_a_deep_network():
     message = _error("input 224x224x3\n3x3 conv, 8\n" + "relu\n" * 5000 + "max pool\n3x3 conv, 8, stride 2, pad 0\n")
     assert "`input 226x226x3`" in message
     assert time.perf_counter() - start < 3
+
+
+@pytest.mark.timeout(20)
+def test_network_hints_share_a_bounded_budget_across_many_errors():
+    # 17 stride-2 pools make the search period 2^17; 300 branches each fail after them
+    prefix = f"input {10 * 2**17}x1\n" + "2 max pool\n" * 17  # 10 long after the pools
+    branches = "concat {\n" + "  [3 conv, 1, pad 0; 3 conv, 1, stride 2, pad 0]\n" * 300 + "}\n"
+    start = time.perf_counter()
+    message = _error(prefix + branches)
+    assert message.count("doesn't fit a length-8 input") == 300
+    assert time.perf_counter() - start < 5

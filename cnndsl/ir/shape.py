@@ -142,22 +142,24 @@ def chain_fits(size: int, chain: Chain, room_only: bool = False) -> bool:
     return True
 
 
-def chain_sizes(size: int, chain: Chain, budget: int = 100_000) -> tuple[int | None, int | None]:
-    """The nearest input sizes below and above `size` for which the whole chain fits.
+def chain_sizes(size: int, chain: Chain, budget: int = 100_000) -> tuple[int | None, int | None, int]:
+    """The nearest input sizes below and above `size` for which the whole chain fits (None: none
+    found), and a bound on the window steps spent, at most about `budget`.
 
     Room (no window larger than its input) only grows with the input, so the smallest size
     with room is found by bisection; above it, fitting is periodic with period prod(strides)
     (adding it adds whole strides at every step), so one period each way finds the nearest
-    fit if there is one. At most `budget` window steps (None: not found)."""
+    fit if there is one."""
     period = math.prod(w.stride for w, _, _ in chain)
-    reach = min(period, budget // max(1, len(chain)))
+    reach = min(period, max(0, budget - 32 * len(chain)) // (2 * max(1, len(chain))))
+    spent = (2 * reach + 32) * len(chain)
     low, high = size + 1, MAX_DIM
     if not chain_fits(high, chain, room_only=True):
-        return _search(size - 1, size - reach - 1, chain), None
+        return _search(size - 1, size - reach - 1, chain), None, spent
     while low < high:  # 31 halvings at most
         mid = (low + high) // 2
         low, high = (low, mid) if chain_fits(mid, chain, room_only=True) else (mid + 1, high)
-    return _search(size - 1, size - reach - 1, chain), _search(low, min(MAX_DIM, low + reach), chain)
+    return _search(size - 1, size - reach - 1, chain), _search(low, min(MAX_DIM, low + reach), chain), spent
 
 
 def _search(start: int, stop: int, chain: Chain) -> int | None:

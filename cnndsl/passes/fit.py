@@ -13,7 +13,8 @@ from cnndsl.ir.joins import PartialConv, Shortcut, Subsample
 from cnndsl.ir.ops import Conv, Pool, check_dims
 from cnndsl.ir.shape import Chain, Shape, ShapeProblem, chain_sizes, out_size
 
-BUDGET = 200_000  # nodes re-inferred to confirm hints, per check
+BUDGET = 400_000  # window steps searched and nodes re-inferred for hints, per check (~0.3 s)
+SEARCH = 50_000  # window steps one search may take
 
 
 class Refitter:
@@ -32,11 +33,15 @@ class Refitter:
         if chains is None:
             return exc.notes
         given = shapes[self.graph.input.id]
+        sizes = {}
+        for axis in exc.refit.axes:
+            below, above, spent = chain_sizes(given.spatial[axis], chains[axis], min(self.budget, SEARCH))
+            sizes[axis], self.budget = (below, above), self.budget - spent
         found = []
         for pick in (1, 0):  # larger first, as the layer hint does
             spatial = list(given.spatial)
             for axis in exc.refit.axes:
-                spatial[axis] = chain_sizes(given.spatial[axis], chains[axis])[pick]
+                spatial[axis] = sizes[axis][pick]
             candidate = Shape(given.channels, tuple(spatial))
             if None not in spatial and self._confirmed(node, candidate):
                 found.append(f"`input {candidate.text()}`")
