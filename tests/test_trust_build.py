@@ -244,3 +244,8 @@ def test_input_override_too_small_says_where_the_size_comes_from():
         cnndsl.load("architectures/vgg16.arch", input_shape=Shape(3, (2, 2)))
     d = info.value.diagnostics[0]
     assert d.notes[-1].span.source.name == "--input" and "2x2x3 comes from here" in d.notes[-1].message
+
+
+def test_growing_past_the_layer_limit_inside_a_repeat_is_not_blamed_on_a_small_count():
+    (d,) = _timed_errors("input 8x8x3\n3x3 conv, 4\n[[3x3 conv, 4] x 2, residual] x 4000\n")
+    assert d.message.startswith(f"the network has more than {MAX_NODES:,} layers") and (d.span.line, d.span.col) == (3, 2)

@@ -13,7 +13,7 @@ from cnndsl.ir.directives import Settings, apply_directive, directive, drop_last
 from cnndsl.ir.expr import BuildError, Env, ErrorLog, evaluate, positive_int
 from cnndsl.ir.graph import Graph, Node, Op, takes_activation
 from cnndsl.ir.joins import Add, Concat, Resize, Shortcut
-from cnndsl.ir.limits import MAX_NODES, TooBig, check_repeat, deeper
+from cnndsl.ir.limits import MAX_NODES, TooBig, check_repeat, deeper, too_many
 from cnndsl.ir.ops import Activation, Input
 from cnndsl.ir.options import Options, suggest
 from cnndsl.ir.shape import Shape
@@ -260,8 +260,7 @@ class Builder:
     def _add(self, op: Op, inputs: tuple[int, ...], span: Span, frame: _Frame, kind: str, *,
              implicit: bool = False, label: str | None = None) -> int:
         if len(self.nodes) >= MAX_NODES:
-            raise TooBig(span, f"the network has more than {MAX_NODES:,} layers (the limit, counting implicit "
-                                "activations and rule layers); this line would add more")
+            raise too_many(span, frame.trace)
         if label and not implicit and not self._is_grouped_label(frame, label):
             leaf = self._claim(frame.scope, label, span)
         else:

@@ -21,6 +21,11 @@ class TooBig(Exception):
         self.span, self.message, self.trace = span, message, trace
 
 
+def too_many(span: Span, trace: tuple[Span, ...] = ()) -> TooBig:
+    return TooBig(span, f"the network has more than {MAX_NODES:,} layers (the limit, counting implicit activations "
+                        "and rule layers); this line would add more", trace)
+
+
 def check_repeat(line: ast.Line, count: int, copies: int, depth: int, trace: tuple[Span, ...], made: int,
                  blocks: dict[str, ast.BlockDef]) -> None:
     """Refuse a repeat that would make more than MAX_NODES layers before building any of it:
@@ -29,6 +34,8 @@ def check_repeat(line: ast.Line, count: int, copies: int, depth: int, trace: tup
     total = copies * count * each
     if total <= MAX_NODES and made + count * each <= MAX_NODES:
         return
+    if total <= MAX_NODES:  # not this repeat alone: with what is built already it passes the limit
+        raise too_many(line.span, trace)
     if each <= 1 and copies == 1:
         raise BuildError(line.repeat.span, f"repeat count {count:,} is too large: a network may have at most {MAX_NODES:,} layers")
     detail = f"{count:,} copies" + (f" of at least {each:,} layers" if each > 1 else "") + \
