@@ -174,10 +174,11 @@ WEIGHTS = [30, 20, 10, 10, 20, 8, 3, 3, 0.2]
 
 # -- running one input ------------------------------------------------------------------------
 
-def examine(text: str, training: bool = False) -> tuple[bool, tuple[str, str] | None]:
-    """Check `text` as `cnndsl check` would, and render what it prints: (accepted, problem),
-    the problem (kind, detail) a diagnostic that points outside the text or leaks a parser
-    internal, or None. Any exception but CnnDslError propagates: that is a crash."""
+def examine(text: str, training: bool = False) -> tuple[object, tuple[str, str] | None]:
+    """Check `text` as `cnndsl check` would, and render what it prints: (the network if the
+    checker accepts it, else None; a problem (kind, detail): a diagnostic that points outside
+    the text or leaks a parser internal, or None). Any exception but CnnDslError propagates:
+    that is a crash."""
     import json
 
     import cnndsl
@@ -187,10 +188,10 @@ def examine(text: str, training: bool = False) -> tuple[bool, tuple[str, str] | 
     except cnndsl.CnnDslError as exc:
         rendered = exc.render()
         rendered.encode("utf-8")  # what the CLI does when it prints
-        return False, _bad_diagnostic(exc, text)
+        return None, _bad_diagnostic(exc, text)
     render(net.report).encode("utf-8")
     json.dumps(net.report.to_json())
-    return True, None
+    return net, None
 
 
 def examine_cli(text: str, path: str) -> tuple[str, str] | None:

@@ -18,6 +18,7 @@ import fuzz_nets
 LARGE = 100_000      # bytes: above this an input may take 3x --slow (the issue's 1 MB in 3 s)
 MEMORY = 200 << 20   # bytes of peak RSS growth on one input that count as a finding
 HEADROOM = 3 << 30   # address space a mutate worker may add before MemoryError
+COMPILE_NODES = 3000  # accepted mutants up to this size also go through to_source and ONNX emission
 STALL = int(os.environ.get("FUZZ_STALL_AT", "-1"))  # tests/test_fuzz.py: the worker hangs on this input
 
 
@@ -73,6 +74,8 @@ def _prepare(part: str) -> None:
             resource.setrlimit(resource.RLIMIT_AS, (vm + HEADROOM, resource.getrlimit(resource.RLIMIT_AS)[1]))
         for text in fuzz_inputs.CORPUS[:3]:  # import and warm the parser outside any timed input
             fuzz_inputs.examine(text)
+        import cnndsl.backends.onnx_emit  # noqa: F401 -- for _compile
+        import cnndsl.backends.torch_source  # noqa: F401
     else:
         import fuzz_backends
         fuzz_backends.setup()
@@ -86,9 +89,9 @@ def _timed(part, text, index, tags, slow, stats, slot) -> dict | None:
     """Run one input (again if it was slow, to tell the input from a busy machine). Its time is
     the worker's CPU time: steady when other work shares the machine (the wall time, which the
     parent's --kill bounds, goes in the message)."""
-    seconds, wall, finding = _once(part, text, index, tags, stats, slot)
+    seconds, wall, finding, net = _once(part, text, index, tags, stats, slot)
     if finding is None and seconds > limit(text, slow):
-        again, wall_again, _ = _once(part, text, index, tags, collections.Counter(), slot)
+        again, wall_again, _, _ = _once(part, text, index, tags, collections.Counter(), slot)
         seconds, wall = min(seconds, again), min(wall, wall_again)
         if seconds > limit(text, slow):
             finding = _finding(index, "slow", f"{seconds:.2f} s CPU ({wall:.2f} s wall) for {len(text):,} characters",
@@ -105,38 +108,65 @@ def _timed(part, text, index, tags, slow, stats, slot) -> dict | None:
         stats["large_max_seconds"] = max(stats["large_max_seconds"], seconds)
     for tag in tags.replace("+", " ").split():
         stats[f"tag {tag}"] += 1
+    if finding is None and net is not None and len(net.graph.nodes) <= COMPILE_NODES:
+        slot[0], slot[1] = index, time.monotonic()
+        finding = _compile(net, index, tags, stats)
+        slot[1] = 0.0
     return finding
 
 
-def _once(part, text, index, tags, stats, slot) -> tuple[float, float, dict | None]:
-    """(CPU s, wall s, finding) of one run of one input."""
+def _compile(net, index, tags, stats) -> dict | None:
+    """An accepted mutant through the backends that need no torch: the generated source (and
+    Python's compile of it), and the ONNX graph (weights not drawn). Timed apart from checking."""
+    from cnndsl import CnnDslError
+    from cnndsl.backends.onnx_emit import emit
+    from cnndsl.backends.torch_source import to_source
+    clock = time.process_time()
+    try:
+        compile(to_source(net), "generated.py", "exec")
+        emit(net)
+    except CnnDslError as exc:  # a backend refused what the checker accepted
+        return _finding(index, "late refusal", exc.diagnostics[0].message, tags,
+                        key="late refusal: " + _shape(exc.diagnostics[0].message))
+    except Exception as exc:  # noqa: BLE001
+        return _crash(index, exc, tags)
+    finally:
+        stats["compile_seconds"] += time.process_time() - clock
+    stats["compiled"] += 1
+    return None
+
+
+def _once(part, text, index, tags, stats, slot) -> tuple[float, float, dict | None, object]:
+    """(CPU s, wall s, finding, the accepted network or None) of one run of one input."""
     slot[0], slot[1] = index, time.monotonic()
     wall, cpu = time.perf_counter(), time.process_time()
     try:
         if index == STALL:
             time.sleep(3600)
-        finding = _mutate(text, index, tags, stats) if part == "mutate" else _backends(text, index, tags, stats)
+        finding, net = _mutate(text, index, tags, stats) if part == "mutate" else \
+            (_backends(text, index, tags, stats), None)
     finally:
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         slot[1] = 0.0
-    return cpu, wall, finding
+    return cpu, wall, finding, net
 
 
-def _mutate(text, index, tags, stats) -> dict | None:
+def _mutate(text, index, tags, stats) -> tuple[dict | None, object]:
+    """(finding, the network when the checker accepted it)."""
     stats["n"] += 1
     try:
-        accepted, problem = fuzz_inputs.examine(text, training=index % 8 == 0)
+        net, problem = fuzz_inputs.examine(text, training=index % 8 == 0)
     except Exception as exc:  # noqa: BLE001 -- anything but CnnDslError is a crash
-        return _crash(index, exc, tags)
-    stats["accepted" if accepted else "refused"] += 1
+        return _crash(index, exc, tags), None
+    stats["accepted" if net else "refused"] += 1
     if problem is None and index % 10 == 0:  # one input in ten also as a file, through the CLI
         stats["cli"] += 1
         problem = fuzz_inputs.examine_cli(text, scratch(os.getpid()))
         if problem:
-            return _finding(index, "crash", problem[1], tags, key="cnndsl check: " + _shape(problem[1]), type_="cli")
+            return _finding(index, "crash", problem[1], tags, key="cnndsl check: " + _shape(problem[1]), type_="cli"), None
     if problem is None:
-        return None
-    return _finding(index, problem[0], problem[1], tags, key="bad span or message: " + _shape(problem[1]))
+        return None, net
+    return _finding(index, problem[0], problem[1], tags, key="bad span or message: " + _shape(problem[1])), None
 
 
 def scratch(pid: int) -> str:
@@ -219,8 +249,12 @@ def signature(part: str, text: str, seconds: float = 10.0) -> str | None:
     old = signal.signal(signal.SIGALRM, ring)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        finding = _mutate(text, 1, "", collections.Counter()) if part == "mutate" else \
-            _backends(text, 1, "", collections.Counter())
+        stats = collections.Counter()
+        if part == "mutate":
+            finding, net = _mutate(text, 1, "", stats)
+            finding = finding or (net is not None and _compile(net, 1, "", stats)) or None
+        else:
+            finding = _backends(text, 1, "", stats)
     except _Alarm:
         return "hang"
     finally:

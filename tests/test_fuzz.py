@@ -250,6 +250,7 @@ def test_mutation_fuzzer_smoke(tmp_path):
     again, _ = _campaign(tmp_path, "mutate", "--count", "200", "--seed", "3")
     assert stats["n"] == again["n"] == 200
     assert stats["accepted"] + stats["refused"] == 200 and stats["accepted"] >= 20 and stats["cli"] == 20
+    assert stats["compiled"] >= 10  # accepted mutants also through to_source and ONNX emission
     assert findings == [], findings
     report = (tmp_path / "fuzz.md").read_text()
     assert "| inputs run | 200 (indices 0-199) |" in report and "| crash findings | 0 |" in report
@@ -287,7 +288,7 @@ def test_fuzzer_classifies_crashes_and_bad_spans(monkeypatch):
         return [][1]
 
     monkeypatch.setattr(cnndsl, "loads", crash)
-    found = fuzz_work._mutate("input 8x8x3\n", 5, "token", Counter())
+    found, _ = fuzz_work._mutate("input 8x8x3\n", 5, "token", Counter())
     assert (found["kind"], found["type"], found["index"]) == ("crash", "IndexError", 5)
     assert found["key"].startswith("IndexError at ") and "test_fuzz.py" in found["where"]
 
@@ -295,7 +296,7 @@ def test_fuzzer_classifies_crashes_and_bad_spans(monkeypatch):
         raise cnndsl.CnnDslError([Diagnostic(Span(Source("f", text), 1, 14, 1, 15), "col one past the end")])
 
     monkeypatch.setattr(cnndsl, "loads", off_the_end)
-    found = fuzz_work._mutate("input 8x8x3\r\n", 0, "newline", Counter())
+    found, _ = fuzz_work._mutate("input 8x8x3\r\n", 0, "newline", Counter())
     assert found["kind"] == "diagnostic" and "col 14 outside 1..12" in found["message"]
 
 
