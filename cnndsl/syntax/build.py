@@ -9,6 +9,7 @@ digits, an expression hundreds of operators deep) are refused here, with their s
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from lark import Lark, Token, Tree
 from lark.parse_tree_builder import ParseTreeBuilder
@@ -29,12 +30,16 @@ _LOCATED = frozenset({"let", "rule", "rule_step", "block_def", "line", "head", "
 def callbacks(parser: Lark, builder: "AstBuilder") -> dict:
     """The parser's reduce callbacks, calling `builder`'s methods (lark's own child
     filtering and placeholders kept; positions computed here, not by lark)."""
-    rules = ParseTreeBuilder(parser.rules, Tree, False, False, True)
-    made = rules.create_callback(builder)
+    made = _tree_builder(parser).create_callback(builder)
     for rule in made:
         if (rule.alias or rule.origin.name) in _LOCATED:
             made[rule] = _located(made[rule], builder)
     return made
+
+
+@lru_cache(maxsize=4)
+def _tree_builder(parser: Lark) -> ParseTreeBuilder:
+    return ParseTreeBuilder(parser.rules, Tree, False, False, True)
 
 
 def _located(build, builder: "AstBuilder"):

@@ -26,12 +26,14 @@ MAX_SYNTAX_ERRORS = 100
 
 @lru_cache(maxsize=4)
 def _table(parser: Lark):
-    """lark's table with plain values: {state: {token type: (shift?, state or rule number)}}."""
+    """lark's table with plain values: {state: {token type: (shift?, state or rule number)}};
+    the start and end states; for each rule, whether its value is its one child's."""
     table = parser.parser.parser.parser.parse_table
     rules = {rule: i for i, rule in enumerate(parser.rules)}
     states = {s: {t: (a is Shift, arg if a is Shift else rules[arg]) for t, (a, arg) in acts.items()}
               for s, acts in table.states.items()}
-    return states, table.start_states["start"], table.end_states["start"]
+    passes_on = [_passes_on(rule) for rule in parser.rules]
+    return states, table.start_states["start"], table.end_states["start"], passes_on
 
 
 def _passes_on(rule) -> bool:
@@ -58,9 +60,10 @@ class Driver:
     """One parse of one source: feed tokens, reduce with the builder, recover from errors."""
 
     def __init__(self, parser: Lark, source: Source, builder: AstBuilder):
-        self.states, start, self.end = _table(parser)
+        self.states, start, self.end, passes_on = _table(parser)
         made = callbacks(parser, builder)
-        self.reduces = [(len(r.expansion), r.origin.name, None if _passes_on(r) else made[r]) for r in parser.rules]
+        self.reduces = [(len(r.expansion), r.origin.name, None if skip else made[r])
+                        for r, skip in zip(parser.rules, passes_on)]
         self.source, self.brackets = source, Brackets(source)
         self.stack, self.values = [start], []
         self.lexer_state = LexerThread.from_text(parser.parser.lexer, source.text).state
