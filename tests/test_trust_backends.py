@@ -6,10 +6,14 @@ start-up (no ml_dtypes)."""
 from __future__ import annotations
 
 import ast
+import importlib.util
+import re
 import runpy
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,27 +143,42 @@ def _run_all(text: str) -> None:
     """Every backend on the network: equal shapes (the IR's) and equal outputs within 1e-4."""
     net = cnndsl.loads(text, name="random.arch")
     module = net.to_torch(seed=1).eval()
+    _randomise(module)  # BN statistics too, so that folding them is put to the test
     x = torch.randn(2, net.shapes[0].channels, *net.shapes[0].spatial, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         values = module.outputs(x)
         for node, value, shape in zip(net.graph.nodes, values, net.shapes):
             assert tuple(value.shape[1:]) == (shape.channels, *shape.spatial), (node.name, text)
         want = module(x).numpy()
-        namespace: dict = {}
-        exec(compile(to_source(net), "random_net.py", "exec"), namespace)  # noqa: S102 (our own output)
-        generated = namespace[_root_class(namespace)]()
+        generated = _import_root_class(to_source(net))()
         generated.load_state_dict(module.state_dict(), strict=True)
         got = generated.eval()(x).numpy()
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=text)
-    sess = session(to_bytes(net, seed=1))
-    ort_out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-    np.testing.assert_allclose(ort_out, want, atol=1e-4, rtol=1e-4, err_msg=text)
+    for fold_bn in (False, True):
+        sess = session(to_bytes(net, weights=module, fold_bn=fold_bn))
+        ort_out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+        np.testing.assert_allclose(ort_out, want, atol=1e-4, rtol=1e-4, err_msg=text)
 
 
-def _root_class(namespace: dict) -> str:
-    classes = [k for k, v in namespace.items() if isinstance(v, type) and issubclass(v, torch.nn.Module)
-               and v.__module__ == namespace.get("__name__", "builtins") and k not in ("Maxout", "Subsample")]
-    return classes[-1]
+def _randomise(module: torch.nn.Module) -> None:
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for key, value in module.state_dict().items():
+            if key.endswith("running_var"):
+                value.copy_(torch.rand(value.shape, generator=generator) + 0.5)
+            elif value.is_floating_point():
+                value.copy_(torch.randn(value.shape, generator=generator) * 0.5)
+
+
+def _import_root_class(source: str) -> type:
+    """The generated file imported as a module (from a temporary file); its network class, the last one."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "random_net.py"
+        path.write_text(source, encoding="utf-8")
+        spec = importlib.util.spec_from_file_location("random_net", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return getattr(module, re.findall(r"^class (\w+)\(nn\.Module\):", source, flags=re.M)[-1])
 
 
 @pytest.mark.timeout(240)
