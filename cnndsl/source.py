@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_right
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 
 
@@ -18,7 +20,7 @@ class Source:
     text: str = field(repr=False)
     # Offsets where each line starts, computed on first use: rendering N diagnostics
     # then costs N lines, not N splits of the whole text.
-    _starts: list[int] | None = field(default=None, init=False, repr=False, compare=False)
+    _starts: array | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if "\r" in self.text:
@@ -44,13 +46,12 @@ class Source:
         line = bisect_right(starts, offset)
         return line, offset - starts[line - 1] + 1
 
-    def _line_starts(self) -> list[int]:
+    def _line_starts(self) -> array:
         starts = self._starts
-        if starts is None:
-            text, starts, at = self.text, [0], self.text.find("\n")
-            while at >= 0:
-                starts.append(at + 1)
-                at = text.find("\n", at + 1)
+        if starts is None:  # each line starts one past the end of the one before
+            starts = array("q", [0])  # 8 bytes a line, not an int object
+            starts.extend(accumulate(map((1).__add__, map(len, self.text.split("\n")))))
+            starts.pop()
             object.__setattr__(self, "_starts", starts)
         return starts
 
