@@ -56,6 +56,11 @@ class Source:
         return starts
 
 
+# Characters a terminal would break the line at, or move the cursor for: shown as a space,
+# so that the carets stay under the columns the parser counts (one column each, like a tab).
+_BLANK = str.maketrans({c: " " for c in "\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
+
+
 @dataclass(frozen=True, slots=True)
 class Span:
     """A region of a source: 1-based line and column, end exclusive, on one line or more."""
@@ -72,7 +77,7 @@ class Span:
 
     def render(self) -> str:
         """The source line with carets under the span (first line only)."""
-        text = self.source.line_text(self.line).rstrip("\n").expandtabs(1)
+        text = self.source.line_text(self.line).expandtabs(1).translate(_BLANK)
         end = self.end_col if self.end_line == self.line else len(text) + 1
         width = max(1, min(end, len(text) + 1) - self.col)
         gutter = f"{self.line:>4} | "

@@ -100,6 +100,14 @@ def test_a_lone_cr_ends_a_line_as_python_reads_files(tmp_path):
     assert from_file.report.totals.params == from_string.report.totals.params == 3 * 3 * 3 * 4 + 4 + 8 * 8 * 4 * 2 + 2
 
 
+def test_characters_that_break_a_line_on_screen_are_shown_as_spaces():
+    """\\f and \\u2028 are one column each, as a tab is: the carets stay under the culprit."""
+    (d,) = _errors("input 3x3x3\n\f3x3 conv, 4 \u2028\n")
+    assert (d.span.line, d.span.col) == (2, 14)
+    line, carets = d.span.render().split("\n")
+    assert not set("\f\u2028") & set(line) and carets.index("^") == line.index("|") + 2 + 13
+
+
 # -- 8: rendering many diagnostics -------------------------------------------------------
 
 @pytest.mark.timeout(30)

@@ -67,7 +67,7 @@ class Driver:
         self.source, self.brackets = source, Brackets(source)
         self.stack, self.values = [start], []
         self.lexer_state = LexerThread.from_text(parser.parser.lexer, source.text).state
-        self.lexer = Lexer(parser.parser.lexer, self.lexer_state, self.stack)
+        self.lexer = Lexer(parser.parser.lexer, self.lexer_state, source.text, self.stack)
         self.errors: list[Diagnostic] = []
 
     def run(self):

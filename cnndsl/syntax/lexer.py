@@ -21,8 +21,8 @@ class TooManyTokens(Exception):
 class Lexer:
     """Reads tokens from where `state.line_ctr` stands, in the parser state `stack[-1]`."""
 
-    def __init__(self, contextual, state, stack: list):
-        self.contextual, self.state, self.stack = contextual, state, stack
+    def __init__(self, contextual, state, text: str, stack: list):
+        self.contextual, self.state, self.text, self.stack = contextual, state, text, stack
         self.last: Token | None = None  # the last token given: where the text was read up to
         self.count = 0  # tokens given so far
         self._per_state: dict = {}
@@ -36,8 +36,8 @@ class Lexer:
     def tokens(self):
         """Tokens to the end of the text; lark's exception at a character no token starts with."""
         counter = self.state.line_ctr
-        text, pos, line, line_start = self.state.text.text, counter.char_pos, counter.line, counter.line_start_pos
-        per_state, stack, size, left = self._per_state, self.stack, len(self.state.text.text), MAX_TOKENS - self.count
+        text, pos, line, line_start = self.text, counter.char_pos, counter.line, counter.line_start_pos
+        per_state, stack, size, left = self._per_state, self.stack, len(text), MAX_TOKENS - self.count
         while pos < size:
             mres, ignore, newlines, callback = per_state.get(stack[-1]) or self._rules(stack[-1])
             for mre in mres:
