@@ -272,7 +272,7 @@ def test_streaming_a_huge_tensor_holds_only_the_blocks_in_flight():
     at once, in a few MB; the old stream built a list of every block's job first (0.5 GB)."""
     import tracemalloc
 
-    from cnndsl.backends.params import BLOCK, Drawn, _workers, stream
+    from cnndsl.backends.blocks import BLOCK, Drawn, _workers, stream
     huge = Drawn((2 ** 40,), 0.1, seed=0, index=0)
     tracemalloc.start()
     try:
@@ -289,7 +289,7 @@ def test_streaming_a_huge_tensor_holds_only_the_blocks_in_flight():
 def test_a_row_longer_than_a_block_is_cut_and_scaled_by_its_rows():
     """An FC on a large map has rows of more than BLOCK elements: blocks stay at BLOCK, and
     folding (row scaling) crosses the row boundaries inside a block correctly."""
-    from cnndsl.backends.params import BLOCK, Drawn, scale_rows
+    from cnndsl.backends.blocks import BLOCK, Drawn, scale_rows
     weight = Drawn((3, BLOCK + 1000), 0.5, seed=1, index=2)
     assert weight.length == BLOCK and weight.nblocks == 4
     scale = np.array([2.0, -3.0, 0.5])

@@ -24,7 +24,7 @@ import numpy as np
 
 from cnndsl.backends import onnx_lower, onnx_proto
 from cnndsl.backends.onnx_proto import ModelProto, NodeProto, TensorProto, ValueInfoProto
-from cnndsl.backends.params import BLOCK, Given, Lazy, stream
+from cnndsl.backends.blocks import BLOCK, Given, Lazy, stream
 from cnndsl.backends.weights_io import resolve_weights
 from cnndsl.diagnostics import CnnDslError, Diagnostic, Note
 from cnndsl.ir.graph import Graph, Node
@@ -83,7 +83,7 @@ def emit(network, seed: int = 0, weights=None, options: Options = Options()) \
 def serialize(network, seed: int = 0, weights=None, fp16: bool = False, fold_bn: bool = False,
               opset: int = DEFAULT_OPSET) -> Iterator[bytes | memoryview]:
     """The bytes of `to_onnx(...).SerializeToString()`, as chunks to write one after the other,
-    each before taking the next (cnndsl.backends.params.stream reuses a chunk's buffer): given
+    each before taking the next (cnndsl.backends.blocks.stream reuses a chunk's buffer): given
     weights are not copied (the chunks point into the arrays), drawn weights are drawn a block at
     a time, a few blocks ahead in threads, while the caller writes the ones before, so no copy of
     the weights (VGG16's are 0.5 GB) is ever held whole. Relies on protobuf's canonical
@@ -187,7 +187,7 @@ class Builder:
 
     def tensor(self, name: str, array: np.ndarray | Lazy) -> str:
         """An initializer of the model's float type: a large array to convert is converted block by
-        block as it is written (cnndsl.backends.params.Given), a small one at once."""
+        block as it is written (cnndsl.backends.blocks.Given), a small one at once."""
         if isinstance(array, np.ndarray) and array.dtype != self.dtype and array.size > BLOCK:
             array = Given(np.ascontiguousarray(array))
         array = array.astype(self.dtype) if isinstance(array, Lazy) else np.asarray(array, dtype=self.dtype)

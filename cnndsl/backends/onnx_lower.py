@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cnndsl.backends.params import Lazy, scale_rows
+from cnndsl.backends.blocks import Lazy, scale_rows
 from cnndsl.ir.graph import Node
 from cnndsl.ir.joins import Add, Concat, PartialConv, Resize, Shortcut, Subsample
 from cnndsl.ir.ops import (LRN, Activation, BatchNorm, Conv, Dropout, Flatten, GlobalPool, Input, Linear, Maxout,

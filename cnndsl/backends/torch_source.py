@@ -16,7 +16,8 @@ import keyword
 import re
 from pathlib import Path
 
-from cnndsl.backends.torch_code import Params, assign, expr, forward, identifier, input_names
+from cnndsl.backends.torch_code import Params, assign, expr, identifier
+from cnndsl.backends.torch_forward import forward, input_names
 from cnndsl.backends.torch_names import check_layer_names
 from cnndsl.backends.torch_ops import Layer, describe
 from cnndsl.backends.torch_units import Analysis, Unit, analyse

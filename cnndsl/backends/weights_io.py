@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnndsl.backends.params import Lazy, ParamSpec, initial_values, param_specs
+from cnndsl.backends.blocks import Lazy
+from cnndsl.backends.params import ParamSpec, initial_values, param_specs
 
 
 class WeightsError(ValueError):
