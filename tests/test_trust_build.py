@@ -249,3 +249,13 @@ def test_input_override_too_small_says_where_the_size_comes_from():
 def test_growing_past_the_layer_limit_inside_a_repeat_is_not_blamed_on_a_small_count():
     (d,) = _timed_errors("input 8x8x3\n3x3 conv, 4\n[[3x3 conv, 4] x 2, residual] x 4000\n")
     assert d.message.startswith(f"the network has more than {MAX_NODES:,} layers") and (d.span.line, d.span.col) == (3, 2)
+
+
+def test_generated_names_avoid_a_group_label_written_later():
+    """Found by the campaign: `conv2: wide(...) x n, residual` after two unlabelled convs made
+    `conv2` both a layer and a group, and the PyTorch backend raised ValueError."""
+    net = cnndsl.loads("input 8x8x3\n3x3 conv, 4\n3x3 conv, 4\nconv2: [3x3 conv, 4] x 2, residual\n")
+    names = [n.name for n in net.graph.nodes]
+    assert len(set(names)) == len(names)
+    assert not [a for a in names for b in names if b.startswith(a + ".")]
+    assert names[:3] == ["input", "conv1", "conv3"]

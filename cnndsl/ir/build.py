@@ -48,6 +48,7 @@ class Builder:
         self.labels: dict[str, int] = {}
         self.counters: dict[tuple[tuple[str, ...], str], int] = {}
         self.taken: set[tuple[tuple[str, ...], str]] = set()
+        self.written: dict[tuple[str, ...], set[str]] = {}  # labels a scope's lines carry: generated names avoid them
 
     def build(self) -> Graph:
         statements = self.module.statements
@@ -101,6 +102,7 @@ class Builder:
         self.settings.rules[st.name] = tuple(layers.rule_step(step, frame.env) for step in st.chain[1:])
 
     def _statements(self, statements, current: int, frame: _Frame) -> int:
+        self._reserve(frame.scope, [st for st in statements if isinstance(st, ast.Line)])
         for st in statements:
             if isinstance(st, ast.Line) and not directive(st):
                 current = self._guarded_line(st, current, frame)
@@ -160,6 +162,7 @@ class Builder:
         target = layers.stride_target(group.lines, self.settings.stride_on) if stride != 1 else -1
         if stride != 1 and target < 0:
             raise BuildError(group.span, f"stride {stride} given to a group with no conv to put it on")
+        self._reserve(frame.scope, group.lines)
         for i, line in enumerate(group.lines):
             if i == target:
                 line = layers.with_stride(line, stride)
@@ -261,7 +264,7 @@ class Builder:
              implicit: bool = False, label: str | None = None) -> int:
         if len(self.nodes) >= MAX_NODES:
             raise too_many(span, frame.trace)
-        if label and not implicit and not self._is_grouped_label(frame, label):
+        if label and not implicit and label not in frame.scope:  # a repeated label names the group
             leaf = self._claim(frame.scope, label, span)
         else:
             leaf = self._fresh(frame.scope, kind)
@@ -270,13 +273,17 @@ class Builder:
         self.nodes.append(node)
         return node.id
 
+    def _reserve(self, scope: tuple[str, ...], lines) -> None:
+        """Generated names avoid these lines' labels (`conv2: [...]` after two plain convs)."""
+        self.written.setdefault(scope, set()).update(line.label for line in lines)
+
     def _fresh(self, scope: tuple[str, ...], kind: str) -> str:
         """The next free name such as `conv3` in a scope (torchvision's numbering)."""
         while True:
             key = (scope, kind)
             n = self.counters[key] = self.counters.get(key, 0) + 1
             leaf = kind if kind in _UNNUMBERED and n == 1 else f"{kind}{n}"
-            if (scope, leaf) not in self.taken:
+            if (scope, leaf) not in self.taken and leaf not in self.written.get(scope, ()):
                 self.taken.add((scope, leaf))
                 return leaf
 
@@ -287,9 +294,7 @@ class Builder:
         self.taken.add((scope, label))
         return label
 
-    @staticmethod
-    def _is_grouped_label(frame: _Frame, label: str) -> bool:
-        return label in frame.scope
+
 
 
 def build(module: ast.Module, input_override: Shape | None = None) -> Graph:
