@@ -92,7 +92,7 @@ def _line(s: State, depth: int) -> str:
     s.features.add(kind)
     label = ""
     if depth == 0 and rng.randrange(5) == 0 and kind not in ("skip",):
-        label = f"l{len(s.labels)}"
+        label = rng.choice([f"l{len(s.labels)}"] * 3 + [f"conv{rng.randrange(1, 4)}", "fc1", "relu1", "maxpool1"])
     text = GENERATORS[kind](s, depth)
     if label:
         s.labels.append((label, s.channels, tuple(s.spatial)))
