@@ -14,13 +14,12 @@ from cnndsl.ir.expr import BuildError, Env, ErrorLog, evaluate, positive_int
 from cnndsl.ir.graph import Graph, Node, Op, takes_activation
 from cnndsl.ir.joins import Add, Concat, Resize, Shortcut
 from cnndsl.ir.limits import MAX_NODES, TooBig, check_repeat, deeper, too_many
+from cnndsl.ir.names import Names
 from cnndsl.ir.ops import Activation, Input
 from cnndsl.ir.options import Options, suggest
 from cnndsl.ir.shape import Shape
 from cnndsl.source import Span
 from cnndsl.syntax import ast
-
-_UNNUMBERED = frozenset({"input", "downsample", "add", "concat"})  # torchvision's names: x, downsample
 
 
 @dataclass
@@ -46,9 +45,7 @@ class Builder:
         self.nodes: list[Node] = []
         self.blocks: dict[str, ast.BlockDef] = {}
         self.labels: dict[str, int] = {}
-        self.counters: dict[tuple[tuple[str, ...], str], int] = {}
-        self.taken: set[tuple[tuple[str, ...], str]] = set()
-        self.written: dict[tuple[str, ...], set[str]] = {}  # labels a scope's lines carry: generated names avoid them
+        self.names = Names()
 
     def build(self) -> Graph:
         statements = self.module.statements
@@ -102,7 +99,7 @@ class Builder:
         self.settings.rules[st.name] = tuple(layers.rule_step(step, frame.env) for step in st.chain[1:])
 
     def _statements(self, statements, current: int, frame: _Frame) -> int:
-        self._reserve(frame.scope, [st for st in statements if isinstance(st, ast.Line)])
+        self.names.reserve(frame.scope, [st for st in statements if isinstance(st, ast.Line)])
         for st in statements:
             if isinstance(st, ast.Line) and not directive(st):
                 current = self._guarded_line(st, current, frame)
@@ -127,7 +124,7 @@ class Builder:
         if not isinstance(line.unit, ast.Head):
             opts.finish(("residual", "stride"), "a group")
             frame = replace(frame, depth=deeper(line, frame.depth, frame.trace))
-        label = line.label or (self._fresh(frame.scope, "layer") if residual else None)
+        label = line.label or (self.names.fresh(frame.scope, "layer") if residual else None)
         grouped = label is not None and (count > 1 or not isinstance(line.unit, ast.Head))
         scope = frame.scope + ((label,) if grouped else ())
         for rep in range(count):
@@ -162,7 +159,7 @@ class Builder:
         target = layers.stride_target(group.lines, self.settings.stride_on) if stride != 1 else -1
         if stride != 1 and target < 0:
             raise BuildError(group.span, f"stride {stride} given to a group with no conv to put it on")
-        self._reserve(frame.scope, group.lines)
+        self.names.reserve(frame.scope, group.lines)
         for i, line in enumerate(group.lines):
             if i == target:
                 line = layers.with_stride(line, stride)
@@ -207,7 +204,7 @@ class Builder:
         values = dict(frame.env.values)
         values.update({p: evaluate(a, frame.env) for p, a in zip(block.params, call.args)})
         env = Env(values)
-        scope = frame.scope if named else frame.scope + (self._fresh(frame.scope, call.name),)
+        scope = frame.scope if named else frame.scope + (self.names.fresh(frame.scope, call.name),)
         inner = _Frame(env, scope, frame.trace + (call.span,), frame.calls + (call.name,), frame.copies, frame.depth)
         self._directives([s for s in block.body if isinstance(s, ast.Let)], inner)
         statements = block.body
@@ -265,36 +262,13 @@ class Builder:
         if len(self.nodes) >= MAX_NODES:
             raise too_many(span, frame.trace)
         if label and not implicit and label not in frame.scope:  # a repeated label names the group
-            leaf = self._claim(frame.scope, label, span)
+            leaf = self.names.claim(frame.scope, label, span)
         else:
-            leaf = self._fresh(frame.scope, kind)
+            leaf = self.names.fresh(frame.scope, kind)
         name = ".".join((*frame.scope, leaf))
         node = Node(len(self.nodes), op, inputs, name, span, frame.scope, implicit, frame.trace)
         self.nodes.append(node)
         return node.id
-
-    def _reserve(self, scope: tuple[str, ...], lines) -> None:
-        """Generated names avoid these lines' labels (`conv2: [...]` after two plain convs)."""
-        self.written.setdefault(scope, set()).update(line.label for line in lines)
-
-    def _fresh(self, scope: tuple[str, ...], kind: str) -> str:
-        """The next free name such as `conv3` in a scope (torchvision's numbering)."""
-        while True:
-            key = (scope, kind)
-            n = self.counters[key] = self.counters.get(key, 0) + 1
-            leaf = kind if kind in _UNNUMBERED and n == 1 else f"{kind}{n}"
-            if (scope, leaf) not in self.taken and leaf not in self.written.get(scope, ()):
-                self.taken.add((scope, leaf))
-                return leaf
-
-    def _claim(self, scope: tuple[str, ...], label: str, span: Span) -> str:
-        """A user's label as a node name; it must not collide with a name already made."""
-        if (scope, label) in self.taken:
-            raise BuildError(span, f"name '{label}' is already used in this scope")
-        self.taken.add((scope, label))
-        return label
-
-
 
 
 def build(module: ast.Module, input_override: Shape | None = None) -> Graph:
