@@ -35,6 +35,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fuzz_reduce  # noqa: E402
 import fuzz_report  # noqa: E402
 import fuzz_work  # noqa: E402
 from fuzz_work import generate  # noqa: E402
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(generate(args.part, args.seed, args.index)[0])
         return 0
     if args.command == "reduce":
-        return fuzz_work.reduce_file(Path(args.file), args.budget, args.part)
+        return fuzz_reduce.reduce_file(Path(args.file), args.budget, args.part)
     code = run_campaign(args, state, argv)
     _write_report(state, args.out)
     return code

@@ -1,5 +1,5 @@
 """The worker side of benchmarks/fuzz.py: run a batch of inputs, time each, classify what
-went wrong; and `reduce`, which shrinks a failing input while its failure stays the same."""
+went wrong."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ def serve(part: str, seed: int, slow: float, conn, slot) -> None:
     """A worker's life: take (start, count, skip) batches until None; for each, send back
     (stats, findings, restart). slot = [index, monotonic start] of the input running now."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if part == "mutate":
+        _cap_memory()
     _prepare(part)
     base = _peak()
     while (task := conn.recv()) is not None:
@@ -66,12 +68,17 @@ def serve(part: str, seed: int, slow: float, conn, slot) -> None:
             return
 
 
+def _cap_memory() -> None:
+    """Cap the address space: a blow-up becomes a MemoryError (a finding), not the OOM killer."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        vm = int(re.search(r"VmSize:\s+(\d+)", status.read_text()).group(1)) << 10
+        resource.setrlimit(resource.RLIMIT_AS, (vm + HEADROOM, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+
 def _prepare(part: str) -> None:
+    """Import what the part needs and warm it up, outside any timed input."""
     if part == "mutate":
-        status = Path("/proc/self/status")
-        if status.exists():  # cap the address space: a blow-up becomes a MemoryError, not the OOM killer
-            vm = int(re.search(r"VmSize:\s+(\d+)", status.read_text()).group(1)) << 10
-            resource.setrlimit(resource.RLIMIT_AS, (vm + HEADROOM, resource.getrlimit(resource.RLIMIT_AS)[1]))
         for text in fuzz_inputs.CORPUS[:3]:  # import and warm the parser outside any timed input
             fuzz_inputs.examine(text)
         import cnndsl.backends.onnx_emit  # noqa: F401 -- for _compile
@@ -233,73 +240,3 @@ def _short(path: str) -> str:
         if marker in path:
             return (marker.strip("/") + "/" if marker != "/site-packages/" else "") + path.split(marker)[-1]
     return path
-
-
-# -- reduce ------------------------------------------------------------------------------------
-
-class _Alarm(BaseException):
-    pass
-
-
-def signature(part: str, text: str, seconds: float = 10.0) -> str | None:
-    """The key of the finding `text` gives (a hang: "hang"), None if it gives none."""
-    def ring(*_):
-        raise _Alarm
-
-    old = signal.signal(signal.SIGALRM, ring)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        stats = collections.Counter()
-        if part == "mutate":
-            finding, net = _mutate(text, 1, "", stats)
-            finding = finding or (net is not None and _compile(net, 1, "", stats)) or None
-        else:
-            finding = _backends(text, 1, "", stats)
-    except _Alarm:
-        return "hang"
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-    return finding["key"] if finding else None
-
-
-def reduce_file(path: Path, budget: int, part: str | None = None) -> int:
-    """Shrink the input at `path` (lines, then runs of characters) while it fails the same way;
-    print the result and write it next to the input as NAME.min.arch."""
-    part = part or ("backends" if path.name.startswith("backends") else "mutate")
-    _prepare(part)
-    with open(path, encoding="utf-8", newline="") as f:  # keep \r as it is
-        text = f.read()
-    want = signature(part, text)
-    if want is None:
-        print(f"{path}: no finding to reduce")
-        return 1
-    tries = [0]
-
-    def same(candidate: str) -> bool:
-        tries[0] += 1
-        return tries[0] <= budget and signature(part, candidate) == want
-
-    for unit in ("\n", None):
-        text = _ddmin(text, unit, same)
-    out = path.with_suffix(".min.arch")
-    out.write_text(text, encoding="utf-8", newline="")
-    print(f"{want}\n{len(text)} characters after {tries[0]} tries, in {out}:\n{text}\n{text!r}")
-    return 0
-
-
-def _ddmin(text: str, unit: str | None, same) -> str:
-    parts = text.split(unit) if unit else list(text)
-    join = (unit or "").join
-    chunk = max(1, len(parts) // 2)
-    while chunk >= 1:
-        i, changed = 0, False
-        while i < len(parts):
-            candidate = parts[:i] + parts[i + chunk:]
-            if candidate != parts and same(join(candidate)):
-                parts, changed = candidate, True
-            else:
-                i += chunk
-        if not changed:
-            chunk //= 2
-    return join(parts)

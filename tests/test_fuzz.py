@@ -315,3 +315,21 @@ def test_backend_fuzzer_sees_a_wrong_number(monkeypatch):
     monkeypatch.setattr(fuzz_backends, "_ort", off)
     with pytest.raises(fuzz_backends.Mismatch, match="max .difference. 0.001"):
         fuzz_backends.run(text, "off", {})
+
+
+def test_reduce_keeps_the_failure(monkeypatch, tmp_path, capsys):
+    """`fuzz.py reduce` shrinks an input to what still fails the same way."""
+    import fuzz_reduce
+    real = cnndsl.loads
+
+    def fragile(text, **kwargs):
+        if "2147483648" in text:
+            raise OverflowError("int too large")
+        return real(text, **kwargs)
+
+    monkeypatch.setattr(cnndsl, "loads", fragile)
+    path = tmp_path / "mutate-s1-5.arch"
+    path.write_text(TEXTS["vgg16.arch"].replace("FC 1000", "FC 2147483648"), encoding="utf-8")
+    assert fuzz_reduce.reduce_file(path, budget=3000) == 0
+    assert (tmp_path / "mutate-s1-5.min.arch").read_text(encoding="utf-8") == "2147483648"
+    assert "OverflowError at " in capsys.readouterr().out
