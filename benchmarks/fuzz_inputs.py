@@ -194,9 +194,14 @@ def examine(text: str, training: bool = False) -> tuple[object, tuple[str, str] 
     return net, None
 
 
-def examine_cli(text: str, path: str) -> tuple[str, str] | None:
-    """`cnndsl check FILE` (in this process) on `text` written as a UTF-8 file: None when it
-    exits 0 or 1 with output to match, else ("cli", what happened)."""
+CLI_FLAGS = [[], ["--json"], ["--expand"], ["--input", "7x7x3"], ["--input", "64x64x1"], ["--input", "100x3"],
+             ["--input", "4x8x8x2"], ["--batch", "3", "--dtype", "fp16"], ["--training", "--optimizer", "adam"],
+             ["--training", "--batch", "1000000"]]
+
+
+def examine_cli(text: str, path: str, flags: list[str] = ()) -> tuple[str, str] | None:
+    """`cnndsl check FILE FLAGS` (in this process) on `text` written as a UTF-8 file: None when
+    it exits 0 or 1 with output to match, else ("cli", what happened)."""
     import contextlib
     import io
 
@@ -205,9 +210,9 @@ def examine_cli(text: str, path: str) -> tuple[str, str] | None:
         f.write(text)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["check", path])
+        code = main(["check", path, *flags])
     if code not in (0, 1) or "Traceback" in err.getvalue() or (code == 1) != bool(err.getvalue()):
-        return "cli", f"cnndsl check exited {code}: {err.getvalue()[-200:]}"
+        return "cli", f"cnndsl check {' '.join(flags)} exited {code}: {err.getvalue()[-200:]}"
     return None
 
 

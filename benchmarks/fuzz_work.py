@@ -168,7 +168,8 @@ def _mutate(text, index, tags, stats) -> tuple[dict | None, object]:
     stats["accepted" if net else "refused"] += 1
     if problem is None and index % 10 == 0:  # one input in ten also as a file, through the CLI
         stats["cli"] += 1
-        problem = fuzz_inputs.examine_cli(text, scratch(os.getpid()))
+        flags = fuzz_inputs.CLI_FLAGS[index // 10 % len(fuzz_inputs.CLI_FLAGS)]
+        problem = fuzz_inputs.examine_cli(text, scratch(os.getpid()), flags)
         if problem:
             return _finding(index, "crash", problem[1], tags, key="cnndsl check: " + _shape(problem[1]), type_="cli"), None
     if problem is None:
