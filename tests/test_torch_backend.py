@@ -373,8 +373,8 @@ def test_compile_usage_errors(cli, tmp_path):
 
 def test_module_attribute_list_matches_torch():
     from cnndsl.backends.torch_names import MODULE_ATTRIBUTES
-    public = {n for n in dir(nn.Module) if not n.startswith("_")} | set(vars(nn.Module()))
-    assert {n for n in public if not n.startswith("_")} <= MODULE_ATTRIBUTES
+    names = set(dir(nn.Module)) | set(vars(nn.Module()))
+    assert {n for n in names if not (n.startswith("__") and n.endswith("__"))} <= MODULE_ATTRIBUTES
 
 
 def test_label_clashing_with_nn_module_is_a_located_error(tmp_path, cli):

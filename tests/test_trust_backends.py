@@ -358,3 +358,21 @@ def test_float64_and_float16_weights_are_rounded_to_the_model_type(cli, tmp_path
         if k in stored:
             want = v.astype(np.float64 if i % 2 else np.float16).astype(np.float32)
             assert stored[k].dtype == np.float32 and np.array_equal(stored[k].ravel(), want.ravel()), k
+
+
+# -- labels reach generated code as attribute names: none may break or rename a module ---------
+
+@pytest.mark.parametrize("label", ["_modules", "_parameters", "__init__", "__dict__", "_version", "__class__"])
+def test_labels_naming_nn_module_internals_are_located_errors(label):
+    with pytest.raises(cnndsl.CnnDslError) as err:
+        cnndsl.loads(f"input 8x8x3\n{label}: 3x3 conv, 4\nrelu\n", name="l.arch")
+    (d,) = err.value.diagnostics
+    assert (d.span.line, d.span.col) == (2, 1) and f"nn.Module attribute '{label}'" in d.message
+
+
+def test_double_underscore_labels_are_not_name_mangled():
+    """`self.__x` inside a class is `self._Network__x`: such names go through add_module/getattr."""
+    text = "input 8x8x3\n__x: 3x3 conv, 4\nb: [__y: 3x3 conv, 4; relu; 3x3 conv, 2]\nconcat { relu }\nrelu\n"
+    source = to_source(cnndsl.loads(text, name="u.arch"))
+    assert "self.__" not in source
+    _run_all(text)  # loads the module's state dict into the generated one, strict

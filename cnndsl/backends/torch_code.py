@@ -14,6 +14,7 @@ import keyword
 import re
 from dataclasses import dataclass
 
+from cnndsl.backends.torch_names import plain
 from cnndsl.backends.torch_ops import Layer
 from cnndsl.backends.torch_units import CHANNELS, ClassCall, Slot, Unit
 
@@ -32,7 +33,7 @@ def member(attr: str) -> str:
     (`0`, `class`) through getattr."""
     out = "self"
     for part in attr.split("."):
-        out = f"{out}.{part}" if _plain(part) else f"getattr({out}, {part!r})"
+        out = f"{out}.{part}" if plain(part) else f"getattr({out}, {part!r})"
     return out
 
 
@@ -40,15 +41,11 @@ def assign(attr: str, text: str) -> str:
     """The __init__ line that registers a module (None included) under `attr`."""
     owner, _, last = attr.rpartition(".")
     owner = member(owner) if owner else "self"
-    return f"{owner}.{last} = {text}" if _plain(last) else f"{owner}.add_module({last!r}, {text})"
-
-
-def _plain(name: str) -> bool:
-    return name.isidentifier() and name.isascii() and not keyword.iskeyword(name)
+    return f"{owner}.{last} = {text}" if plain(last) else f"{owner}.add_module({last!r}, {text})"
 
 
 def identifier(text: str, taken: set) -> str:
-    name = re.sub(r"[^0-9A-Za-z_]", "_", text) or "_"
+    name = re.sub(r"^__+", "_", re.sub(r"[^0-9A-Za-z_]", "_", text)) or "_"  # `__x` would be name-mangled
     name = "_" + name if name[0].isdigit() or keyword.iskeyword(name) else name
     base, n = name, 2
     while name in taken:

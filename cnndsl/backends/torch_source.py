@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import ast
 import functools
-import keyword
 import re
 from pathlib import Path
 
 from cnndsl.backends.torch_code import Params, assign, expr, identifier
 from cnndsl.backends.torch_forward import forward, input_names
-from cnndsl.backends.torch_names import check_layer_names
+from cnndsl.backends.torch_names import check_layer_names, plain
 from cnndsl.backends.torch_ops import Layer, describe
 from cnndsl.backends.torch_units import Analysis, Unit, analyse
 
@@ -193,7 +192,7 @@ def _shared_name(attr: str, taken: set) -> str:
     attr = attr.rpartition(".")[2]
     base = attr.rstrip("0123456789") or attr
     for name in (base, attr, *(f"{base}_{n}" for n in range(2, 1000))):
-        if name not in taken and name.isidentifier() and not keyword.iskeyword(name):
+        if name not in taken and plain(name):
             return name
     raise AssertionError(attr)  # pragma: no cover
 

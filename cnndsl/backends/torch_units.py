@@ -14,9 +14,9 @@ structure have equal templates and differ only in their values.
 
 from __future__ import annotations
 
-import keyword
 from dataclasses import dataclass, replace
 
+from cnndsl.backends.torch_names import plain
 from cnndsl.backends.torch_ops import Layer, describe, shortcut_layer
 from cnndsl.backends.torch_scopes import Opened, Scope, relative, scope_tree
 from cnndsl.ir.graph import Graph, Node
@@ -159,7 +159,7 @@ def _is_chain(scope: Scope, steps: dict) -> bool:
     kids = scope.children
     if not kids or not all(isinstance(c, Node) and steps[c.id].apply == "call" for c in kids):
         return False
-    if not all(_name(c).isidentifier() and not keyword.iskeyword(_name(c)) for c in kids):
+    if not all(plain(_name(c)) for c in kids):
         return False  # named(...) takes the names as keywords
     if any(isinstance(c.op, Shortcut) for c in kids):
         return False
