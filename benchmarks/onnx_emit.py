@@ -7,14 +7,19 @@ node counts of both graphs.
 Two cases: random initial weights (cnndsl's numpy initialiser; torchvision's own init), and
 the same trained-like weights read from a .safetensors file by both (what a deployment does).
 Both sides run as installed software does after its first run: byte-compiled modules (.pyc;
-the script compiles cnndsl's, since pip does not for an editable install) and, for cnndsl,
-the parser tables in its cache. One more row times cnndsl's very first run: a copy of the
-package without .pyc files and an empty cache.
+the script compiles cnndsl's, since pip does not for an editable install). One more row times
+cnndsl's very first run: a copy of the package without .pyc files. Import time is reported
+on its own: cnndsl's ONNX path, and what it avoids (the `onnx` package's Python layer, which
+imports ml_dtypes: 1.2 s for ml_dtypes 0.7 on a 2-core machine).
 The torchvision model gets a trailing Softmax, because the .arch files end in `softmax`: both
 graphs compute the same function, which the script checks with onnxruntime on the weights file.
 
     python benchmarks/onnx_emit.py              # writes benchmarks/results/onnx_emit.md
     python benchmarks/onnx_emit.py --quick      # 1 repeat, prints only
+    python benchmarks/onnx_emit.py --setup "git clone ... && pip install -e .[test]"  # recorded as given
+
+Record it on a fresh install made as the README says (a new clone, a new venv, `pip install
+-e ".[test]"`), so that it measures the dependencies a new user gets.
 
 Target (DESIGN.md): at least 10x faster than torch.onnx.export, and no more nodes.
 """
@@ -69,8 +74,41 @@ t.append(time.perf_counter())
 print(json.dumps([b - a for a, b in zip(t, t[1:])]), flush=True)
 os._exit(0)  # as cnndsl.cli.entry ends
 """
-STAGE_NAMES = ("imports (numpy, onnx, lark, cnndsl)", "parse + check (LALR tables from the cache)",
+STAGE_NAMES = ("imports (numpy, lark, onnx's protobuf messages, cnndsl)", "parse + check (LALR tables shipped as data)",
                "emission (graph; weights not drawn yet)", "weights drawn and written (streamed, threads)")
+
+
+IMPORTS = (  # (what, statement): each timed alone in a fresh interpreter
+    ("cnndsl's ONNX path: `from cnndsl.backends.onnx_emit import serialize`",
+     "from cnndsl.backends.onnx_emit import serialize"),
+    ("the whole CLI's compile path: `import cnndsl.cli, cnndsl.pipeline, cnndsl.backends.onnx_emit`",
+     "import cnndsl.cli, cnndsl.pipeline, cnndsl.backends.onnx_emit"),
+    ("`import onnx` (what emitting with onnx.helper costs)", "import onnx"),
+    ("`import ml_dtypes` alone", "import ml_dtypes"),
+)
+IMPORT_PROBE = """\
+import sys, time
+t = time.perf_counter()
+exec(sys.argv[1])
+print(time.perf_counter() - t, 'ml_dtypes' in sys.modules, 'onnx' in sys.modules, flush=True)
+"""
+
+
+def import_costs(repeats: int) -> list[str]:
+    """Table rows: median seconds of each import in a fresh interpreter, and what it loaded."""
+    rows = ["| import | median (s) | min (s) | loads ml_dtypes | loads the onnx package |", "|---|---:|---:|---|---|"]
+    for what, statement in IMPORTS:
+        runs = []
+        for _ in range(max(repeats, 5)):
+            done = subprocess.run([sys.executable, "-c", IMPORT_PROBE, statement], cwd=ROOT, capture_output=True,
+                                  text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+            if done.returncode != 0:
+                raise SystemExit(f"{statement} failed:\n{done.stderr}")
+            runs.append(done.stdout.split())
+        times = [float(r[0]) for r in runs]
+        rows.append(f"| {what} | {statistics.median(times):.3f} | {min(times):.3f} | {runs[-1][1]} | {runs[-1][2]} |")
+        print(rows[-1], flush=True)
+    return rows
 
 
 def weights_files(name: str, tmp: Path) -> tuple[Path, Path]:
@@ -127,17 +165,16 @@ def stages(name: str, tmp: Path, repeats: int) -> list[float]:
 
 
 def prepare(tmp: Path) -> dict[str, str]:
-    """Warm cnndsl as a run leaves it (its .pyc files written, the parser tables in the cache), and
-    make a pristine copy for the first-run row; returns that row's environment."""
+    """Warm cnndsl as a run leaves it (its .pyc files written), and make a pristine copy for the
+    first-run row; returns that row's environment."""
     warm_up()
     pristine = tmp / "pristine"
     shutil.copytree(ROOT / "cnndsl", pristine / "cnndsl", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "grammars", pristine / "grammars", ignore=shutil.ignore_patterns("__pycache__"))
-    return dict(os.environ, PYTHONPATH=str(pristine), PYTHONDONTWRITEBYTECODE="1",
-                CNNDSL_CACHE_DIR=str(tmp / "empty-cache"))
+    return dict(os.environ, PYTHONPATH=str(pristine), PYTHONDONTWRITEBYTECODE="1")
 
 
-FIRST_RUN = "cnndsl compile --fold-bn, first run (no .pyc, empty parser cache)"
+FIRST_RUN = "cnndsl compile --fold-bn, first run (no .pyc)"
 
 
 def measure(name: str, tmp: Path, repeats: int, first_env: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -164,7 +201,6 @@ def measure(name: str, tmp: Path, repeats: int, first_env: dict[str, str]) -> tu
         for label, argv, out, _ in cases[r % len(cases):] + cases[:r % len(cases)]:  # behind (memory) hits all alike
             Path(out).unlink(missing_ok=True)  # each run writes a new file
             if label == FIRST_RUN:
-                shutil.rmtree(first_env["CNNDSL_CACHE_DIR"], ignore_errors=True)
                 assert not list(Path(first_env["PYTHONPATH"]).rglob("*.pyc"))
             if label == FIRST_RUN:  # run in the copy (`-m` puts the working directory first on the path)
                 wall, _, cpu, _ = timed(argv, 1, first_env, cwd=Path(first_env["PYTHONPATH"]))
@@ -195,14 +231,20 @@ def measure(name: str, tmp: Path, repeats: int, first_env: dict[str, str]) -> tu
                   f"same weights: {diff:.2g} (outputs in [0, 1])"]
 
 
-def report(lines: list[str], rows: list[str], summary: list[str], stage_rows: list[str], repeats: int) -> str:
+def report(lines: list[str], rows: list[str], summary: list[str], stage_rows: list[str], import_rows: list[str],
+           repeats: int, setup: str) -> str:
     lines[-1] = "- command: `python benchmarks/onnx_emit.py` (from the repository root)"
-    import onnx
-    import onnxruntime
-    import torch
-    import torchvision
-    lines.append(f"- versions: torch {torch.__version__}, torchvision {torchvision.__version__}, "
-                 f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}")
+    if setup:
+        lines.append(f"- environment made by: `{setup}`")
+    from importlib.metadata import PackageNotFoundError, version
+    found = []
+    for package in ("torch", "torchvision", "onnx", "onnxruntime-gpu", "onnxruntime", "ml_dtypes", "protobuf",
+                    "numpy"):
+        try:
+            found.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            pass
+    lines.append(f"- versions: {', '.join(found)}")
     return "\n".join([
         "# ONNX emission: `cnndsl compile` against `torch.onnx.export`", "",
         "Whole-process wall time of each command from a cold start (interpreter start, imports, weights, "
@@ -224,16 +266,21 @@ def report(lines: list[str], rows: list[str], summary: list[str], stage_rows: li
         "torchvision's variances with numpy (blocks in parallel threads, streamed to the file as they are "
         "drawn), torchvision normals with torch's initialisers.", "",
         "Both sides run warm, as a second run does: all modules byte-compiled (pip compiled torch's; the "
-        "script byte-compiles cnndsl's first, as its first run would), cnndsl's parser tables in its cache "
-        "(written by a first `cnndsl check`). The first-run row is cnndsl without either: a copy of the "
-        "package with no .pyc (and PYTHONDONTWRITEBYTECODE=1, so it stays so) and an empty cache directory, "
-        "each time.", "",
+        "script byte-compiles cnndsl's first, as its first run would). The first-run row is cnndsl without: "
+        "a copy of the package with no .pyc (and PYTHONDONTWRITEBYTECODE=1, so it stays so), each time.", "",
         "## Against the target", "",
         *summary, "",
         "Both files from the weights file compute the same function (onnxruntime, CPU). The stage table below "
-        "gives the floor of `cnndsl compile`: interpreter start-up and imports (numpy and onnx alone take "
-        "about 0.12 s) and the rest grows with the weights, drawn by numpy (in parallel threads) and written "
-        "to the file as they are drawn (VGG16's 553 MB).", "",
+        "gives the floor of `cnndsl compile`: interpreter start-up and imports (next section) and the rest "
+        "grows with the weights, drawn by numpy (in parallel threads) and written to the file as they are "
+        "drawn (VGG16's 553 MB).", "",
+        "## Import time", "",
+        f"Each import alone in a fresh interpreter (median of {max(repeats, 5)}; interpreter start-up not "
+        "included). cnndsl emits ONNX with onnx's protobuf messages only (cnndsl/backends/onnx_proto.py), "
+        "never importing the `onnx` package's Python layer, whose onnx.helper imports ml_dtypes; "
+        "tests/test_trust_backends.py fails if compiling to ONNX loads ml_dtypes, onnx.helper or the onnx "
+        "package again.", "",
+        *import_rows, "",
         "## Where the time of `cnndsl compile --fold-bn` goes", "",
         f"Median seconds of each stage in a fresh interpreter ({repeats} runs; interpreter start-up, about "
         "15 ms, not included), random weights.", "",
@@ -245,12 +292,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="1 repeat, print only, write nothing")
+    ap.add_argument("--setup", default="", help="the commands that made this environment, recorded as given")
     args = ap.parse_args()
     repeats = 1 if args.quick else args.repeats
     facts = machine()  # the date and the load at the start
     rows, summary, split = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         first_env = prepare(Path(tmp))
+        import_rows = import_costs(repeats)
         for name in NETWORKS:
             table, lines = measure(name, Path(tmp), repeats, first_env)
             rows += table
@@ -263,7 +312,7 @@ def main() -> None:
     print("\n".join(summary + stage_rows))
     if not args.quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(report(facts, rows, summary, stage_rows, repeats))
+        RESULTS.write_text(report(facts, rows, summary, stage_rows, import_rows, repeats, args.setup))
         print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 
