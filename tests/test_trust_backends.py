@@ -13,19 +13,21 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import onnxruntime  # noqa: F401 (imported here, not inside the first timed example)
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cnndsl
 from cnndsl.backends.onnx_emit import to_bytes
 from cnndsl.backends.ort_run import session
 from cnndsl.backends.torch_source import docstring, to_source
-from conftest import ROOT
+from conftest import ROOT, examples
 
 # -- random valid networks -----------------------------------------------------------------
 
@@ -181,8 +183,8 @@ def _import_root_class(source: str) -> type:
     return getattr(module, re.findall(r"^class (\w+)\(nn\.Module\):", source, flags=re.M)[-1])
 
 
-@pytest.mark.timeout(240)
-@settings(max_examples=40, deadline=5000, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@pytest.mark.timeout(60 + 2 * examples(40))
+@settings(max_examples=examples(40), deadline=timedelta(seconds=5))  # the profile's, but 5 s: 3 backends each
 @given(networks())
 def test_random_networks_agree_in_every_backend(text):
     _run_all(text)
