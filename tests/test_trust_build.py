@@ -259,3 +259,9 @@ def test_generated_names_avoid_a_group_label_written_later():
     assert len(set(names)) == len(names)
     assert not [a for a in names for b in names if b.startswith(a + ".")]
     assert names[:3] == ["input", "conv1", "conv3"]
+
+
+def test_input_override_keeps_the_files_line_in_the_report():
+    net = cnndsl.load("architectures/vgg16.arch", input_shape=Shape(3, (224, 224)))
+    assert net.graph.nodes[0].span.line == 5 and net.report.to_json()["layers"][0]["line"] == 5
+    assert net.graph.input_flag.source.name == "--input"

@@ -42,6 +42,7 @@ class Builder:
         self.errors = ErrorLog()
         self.settings = Settings()
         self.override = input_override
+        self.flag: Span | None = None  # the --input flag, when it sets the input size
         self.nodes: list[Node] = []
         self.blocks: dict[str, ast.BlockDef] = {}
         self.labels: dict[str, int] = {}
@@ -52,7 +53,7 @@ class Builder:
         frame = _Frame(Env({}))
         self._directives(statements, frame)
         try:
-            span = input_span(self.settings, self.override, self.module)
+            span, self.flag = input_span(self.settings, self.override, self.module)
         except BuildError as exc:
             self.errors.report(exc)
             self.errors.raise_if_any()
@@ -68,7 +69,7 @@ class Builder:
         nodes = self.nodes
         if self.settings.activation:
             nodes = drop_last_policy_activation(nodes)
-        return Graph(self.settings.name, tuple(nodes), nodes[-1].id)
+        return Graph(self.settings.name, tuple(nodes), nodes[-1].id, self.flag)
 
     # -- statements --------------------------------------------------------------------
 

@@ -90,15 +90,16 @@ def input_shape(head: ast.Head, env: Env) -> Shape:
     return Shape(dims[-1], tuple(dims[:-1]))
 
 
-def input_span(settings: Settings, override: Shape | None, module: ast.Module) -> Span:
-    """Where the input size comes from: the `--input` flag (a source of its own, so that errors
-    blame the flag, not the file), else the file's `input` line."""
+def input_span(settings: Settings, override: Shape | None, module: ast.Module) -> tuple[Span, Span | None]:
+    """Where the input node was written (the file's `input` line, else line 1), and the
+    `--input` flag's span when it sets the size (a source of its own: errors blame the flag)."""
     if override is None and settings.input is None:  # point at the first layer, which has nothing to read
         first = [st.span for st in module.statements if isinstance(st, ast.Line) and not directive(st)]
         raise BuildError(first[0] if first else Span(module.source, 1, 1, 1, 2), "no input size",
                          Note("add a line such as `input 224x224x3` (HxWxC) before the first layer"))
+    written = settings.input_span or Span(module.source, 1, 1, 1, 2)
     if override is None:
-        return settings.input_span
+        return written, None
     text = override.text()
     flag = Span(Source("--input", text), 1, 1, 1, len(text) + 1)
     given = settings.input
@@ -106,7 +107,7 @@ def input_span(settings: Settings, override: Shape | None, module: ast.Module) -
         raise BuildError(flag, f"--input {text} is {len(override.spatial)}D, but this network's input is "
                          f"{len(given.spatial)}D ({given.text()})", Note("the file's input size, here", settings.input_span),
                          Note(f"give --input as {_pattern(len(given.spatial))}"))
-    return flag
+    return written, flag
 
 
 def _pattern(rank: int) -> str:

@@ -57,6 +57,7 @@ class Graph:
     name: str
     nodes: tuple[Node, ...]
     output: int
+    input_flag: Span | None = None  # `--input` when it set the input size: errors it causes point there
 
     @property
     def input(self) -> Node:

@@ -17,7 +17,7 @@ def infer_shapes(graph: Graph) -> tuple[Shape, ...]:
     """Output shape of each node, indexed by node id; raises CnnDslError listing every
     problem. A node whose input failed is skipped, so one mistake gives one error."""
     errors = ErrorLog()
-    given = graph.input.span  # where the input size comes from: the file's `input` line or --input
+    flag = graph.input_flag
     shapes: list[Shape | None] = []
     refitter = Refitter(graph)  # "doesn't fit" hints name network input sizes that fit
     for node in graph.nodes:
@@ -33,9 +33,9 @@ def infer_shapes(graph: Graph) -> tuple[Shape, ...]:
             notes = [Note(n) for n in refitter.notes(shapes, node, exc)]
             if ins:
                 notes.insert(0, Note(f"input{'s' if len(ins) > 1 else ''} here: {', '.join(s.text() for s in ins)}"))
-            if given.source is not node.span.source and node.inputs:  # sized by --input
-                notes.append(Note(f"the network's input size {shapes[0].text()} comes from here", given))
-            errors.error(node.span, exc.message, *notes, trace=node.trace)
+            if flag is not None and node.inputs:  # sized by --input
+                notes.append(Note(f"the network's input size {shapes[0].text()} comes from here", flag))
+            errors.error(node.span if node.inputs or flag is None else flag, exc.message, *notes, trace=node.trace)
             out = None
         shapes.append(out)
     errors.raise_if_any()
