@@ -1,26 +1,33 @@
 """Fuzzing campaigns for cnndsl, in two parts:
 
-  mutate    mutated .arch text (seeded by architectures/ and architectures/invalid/) through
-            `cnndsl.loads` and the rendering of the report or diagnostics (benchmarks/fuzz_inputs.py);
-  backends  random valid networks through the PyTorch module, the generated source and ONNX
-            (full checker, onnxruntime), compared with the IR and with each other (fuzz_nets.py,
-            fuzz_backends.py).
+  mutate    mutated .arch text (seeded by architectures/ and architectures/invalid/: token and
+            line edits, splices, numeric extremes, deep nesting, unicode, CR/LF, bulk) through
+            `cnndsl.loads` and the rendering of its report or diagnostics; one input in ten also
+            as a file through `cnndsl check` (cycling through its flags), and accepted ones through
+            to_source and ONNX emission (fuzz_inputs.py);
+  backends  random valid networks through the PyTorch module, the generated source (imported)
+            and ONNX (the streamed bytes, the full checker, onnxruntime), compared with the IR's
+            shapes and with each other within 1e-4 (fuzz_nets.py, fuzz_backends.py).
 
     python benchmarks/fuzz.py mutate --count 20000 --seed 1 --jobs 2 --out benchmarks/results/fuzz.md
     python benchmarks/fuzz.py backends --count 200 --seed 1 --jobs 2 --out benchmarks/results/fuzz.md
     python benchmarks/fuzz.py report --out benchmarks/results/fuzz.md   # the markdown from what is recorded
     python benchmarks/fuzz.py show mutate --seed 1 1234                 # print input 1234 of that campaign
-    python benchmarks/fuzz.py reduce fuzz-state/inputs/mutate-s1-1234.arch   # shrink a crashing input
+    python benchmarks/fuzz.py reduce fuzz-state/inputs/mutate-s1-1234.arch   # shrink a failing input
 
 Input i of a campaign is a pure function of (part, seed, i), so a campaign runs in chunks
-(`--start`), and an interrupted one resumes: each finished batch is appended to the journal
-`STATE/PART-seedS.jsonl`, and a rerun of the same command skips the batches it holds.
+(`--start K --count N`, in any order, on any machines sharing the state folder one at a time),
+and an interrupted one resumes: each finished batch is appended to the journal
+`STATE/PART-seedS.jsonl`, and a rerun of the same command runs only what the journal lacks.
+A journal written by another version of the generator or corpus is refused (the inputs differ).
 
-Each input runs in a worker process under a timer: one that takes longer than --slow (1 s;
-3 s for an input over 100 KB) is recorded as slow, and a worker stuck on one input for --kill
-seconds is killed, the input recorded as a hang, and the batch goes on without it. A crash is
-any exception but CnnDslError; they are deduplicated by type and place, and the inputs of every
-finding are saved under STATE/inputs/ to reproduce them.
+Each input runs in a worker process under a timer: one that takes more than --slow seconds of
+CPU (1 s; 3 s for an input over 100 KB) is run again and, if still slow, recorded; a worker
+stuck on one input for --kill seconds (wall) is killed, the input recorded as a hang, and its
+batch goes on without it; a worker that dies is recorded the same way. A mutate worker also
+records an input that grows its peak memory by 200 MB, and its address space is capped (a
+blow-up becomes a MemoryError). A crash is any exception but CnnDslError; crashes are grouped
+by type and place, and every finding's input is saved under STATE/inputs/.
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     for part in ("mutate", "backends"):
         c = sub.add_parser(part)
