@@ -167,9 +167,31 @@ def _bulk(rng: random.Random, text: str) -> str:
     return "\n".join(lines)
 
 
+SNIPPETS = ["activation tanh", "activation none", "activation leaky relu", "shortcut zero-pad", "shortcut projection",
+            "residual stride on first", "conv = conv -> batch norm -> relu", "fc = fc -> dropout", "add {L}",
+            "concat {L}, crop", "concat {L}, pad", "add {L}, pad", "{L}: relu", "[3x3 conv, 8; relu] x 2, residual",
+            "[3x3, 8] x 2, residual, stride 2", "concat {\n  identity\n  3x3 conv, 4\n}", "add {\n  identity\n}",
+            "add {\n  [1x1 conv, 4; relu]\n  1x1 conv, 4\n}", "block q(a) {\n  3x3 conv, a\n}\nq(4)", "q(4) x 3",
+            "global average pool", "global max pool", "flatten", "up-conv 2x2, 4", "2x2 up-conv, 4, stride 3, pad 1",
+            "maxout 2", "subsample 2x2", "LRN 5", "LRN 4", "FC 10", "softmax", "dropout 0.5", "3 conv, 4",
+            "3x3x3 conv, 4", "1x7 conv, 4, pad 0x3", "5x5 conv, 6, table m0-m1", "3x3 max pool, stride 2, pad 1, ceil",
+            "2x2 average pool, stride 2, pad 1, ceil", "input 1x1x1", "input 7x7x3", "input 100x3", "input 4x4x4x2",
+            "let k = 0", "3x3 conv, 4, groups 3", "3x3 conv, 4, dilation 9", "batch norm, eps 0", "relu", "elu"]
+
+
+def _snippet(rng: random.Random, text: str) -> str:
+    """A line of the language, maybe naming a label of the text, inserted anywhere."""
+    labels = re.findall(r"^\s*([A-Za-z_]\w*)\s*:", text, flags=re.M) or ["c1"]
+    line = rng.choice(SNIPPETS).replace("{L}", rng.choice(labels))
+    lines = text.split("\n")
+    lines.insert(rng.randrange(len(lines) + 1), line)
+    return "\n".join(lines)
+
+
 OPERATORS = [("token", _token_edit), ("number", _numbers), ("unicode", _unicode), ("newline", _newlines),
-             ("line", _lines), ("splice", _splice), ("truncate", _truncate), ("nest", _nesting), ("bulk", _bulk)]
-WEIGHTS = [30, 20, 10, 10, 20, 8, 3, 3, 0.2]
+             ("line", _lines), ("splice", _splice), ("truncate", _truncate), ("nest", _nesting), ("bulk", _bulk),
+             ("snippet", _snippet)]
+WEIGHTS = [30, 20, 10, 10, 20, 8, 3, 3, 0.2, 15]
 
 
 # -- running one input ------------------------------------------------------------------------
