@@ -249,7 +249,8 @@ def _memory_lines(r: Report) -> list[str]:
              f"{_bytes(inf.weights)} + activations {_bytes(inf.activations)} (PyTorch eager; no cuDNN workspace)"]
     if "training" in m:
         tr = m["training"]
-        lines.append(f"             {_bytes(tr.peak)} predicted for a training step ({r.optimizer}, weight decay), at its "
+        lines.append(f"             {_bytes(tr.peak)} predicted for a training step ({r.optimizer}, weight decay) "
+                     f"in the steady state (from the second step on, optimizer state held throughout), at its "
                      f"{tr.phase}: weights {_bytes(tr.weights)} + gradients {_bytes(tr.gradients)} + optimizer state "
                      f"{_bytes(tr.optimizer_state)} + activations and temporaries {_bytes(tr.peak - tr.weights - tr.gradients - tr.optimizer_state)}")
     return lines
