@@ -58,8 +58,8 @@ def _helper_sources() -> dict[str, str]:
 
 def docstring(text: str) -> str:
     """`text` as a triple-quoted literal that evaluates to `text` and can hold nothing else:
-    quotes and backslashes escaped, every unprintable character (newlines, \\r, NUL,
-    U+2028, lone surrogates) written as an escape. File and network names go through here."""
+    quotes and backslashes escaped, every unprintable character (newlines, CR, NUL, U+2028,
+    lone surrogates) written as an escape. File and network names and labels go through here."""
     return '"""' + "".join(_escape(c) for c in text) + '"""'
 
 
@@ -68,7 +68,7 @@ def _escape(c: str) -> str:
         return "\\" + c
     if c.isprintable():
         return c
-    return repr(c)[1:-1]  # \\n, \\x00, \\u2028, \\udcff
+    return repr(c)[1:-1]  # e.g. \n, \x00, \u2028, \udcff: repr escapes every unprintable character
 
 
 def _uses(body: str, helper: str) -> bool:
