@@ -378,3 +378,12 @@ def test_double_underscore_labels_are_not_name_mangled():
     source = to_source(cnndsl.loads(text, name="u.arch"))
     assert "self.__" not in source
     _run_all(text)  # loads the module's state dict into the generated one, strict
+
+
+def test_compile_of_a_hostile_file_name_writes_inert_source(cli, tmp_path, monkeypatch):
+    arch = tmp_path / 'x""";open("PWNED","w");"""y.arch'
+    arch.write_text("input 8x8x3\n3x3 conv, 4\n")
+    assert cli("compile", str(arch), "-o", str(tmp_path / "out.py")).code == 0
+    monkeypatch.chdir(tmp_path)
+    namespace = runpy.run_path(str(tmp_path / "out.py"))
+    assert not (tmp_path / "PWNED").exists() and arch.name in namespace["__doc__"]
