@@ -32,6 +32,8 @@ def _messages():
     if package is None or not package.submodule_search_locations:
         raise ImportError("the ONNX backend needs the onnx package (pip install onnx)")
     path = Path(list(package.submodule_search_locations)[0]) / "onnx_ml_pb2.py"
+    if not path.is_file():  # another layout (a later onnx): the slow way still works
+        return importlib.import_module("onnx.onnx_ml_pb2")
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
