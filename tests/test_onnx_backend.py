@@ -315,13 +315,13 @@ def test_newer_opset():
             net.to_onnx(opset=bad)
 
 
-def test_even_lrn_is_an_error_naming_the_line():
-    net = cnndsl.loads("network L\ninput 8x8x6\n3x3 conv, 8\nLRN 4\nLRN 3\nLRN 2\n", "lrn.arch")
+def test_even_lrn_is_refused_by_the_checker_naming_the_line():
+    """ONNX has no exact even LRN, so check refuses it: it accepts only what every backend runs."""
     with pytest.raises(cnndsl.CnnDslError) as info:
-        net.to_onnx()
+        cnndsl.loads("network L\ninput 8x8x6\n3x3 conv, 8\nLRN 4\nLRN 3\nLRN 2\n", "lrn.arch")
     lines = [d.span.line for d in info.value.diagnostics]
     assert lines == [4, 6]  # every such layer reported, at once
-    assert "LRN 4 cannot be expressed in ONNX" in info.value.render()
+    assert "LRN 4 has no centre channel" in info.value.render()
     assert "lrn.arch:4:1" in info.value.render()
 
 
@@ -454,7 +454,7 @@ def test_compile_errors(tmp_path, capsys):
     bad = tmp_path / "lrn.arch"
     bad.write_text("network L\ninput 8x8x6\nLRN 4\n")
     assert main(["compile", str(bad), "-o", str(tmp_path / "y.onnx")]) == 1
-    assert "lrn.arch:3:1: error: LRN 4 cannot be expressed in ONNX" in capsys.readouterr().err
+    assert "lrn.arch:3:1: error: LRN 4 has no centre channel" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "y.onnx").exists()
 
 

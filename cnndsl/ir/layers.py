@@ -170,6 +170,9 @@ def _lrn(head, opts, rules) -> Made:
     opts.finish(("size", "alpha", "beta", "k"), "LRN")
     if size < 1:
         raise BuildError(head.span, "LRN size must be at least 1")
+    if size % 2 == 0:  # so that the checker accepts only what every backend runs exactly
+        raise BuildError(head.span, f"LRN {size} has no centre channel: ONNX centres an even window one channel "
+                                    "away from PyTorch's LocalResponseNorm", Note(f"fix: use an odd size, e.g. LRN {size + 1}"))
     return [(LRN(size, alpha, beta, k), "lrn", False)]
 
 

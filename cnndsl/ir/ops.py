@@ -281,6 +281,12 @@ class LRN(_Pointwise):
     beta: float = 0.75
     k: float = 2.0
 
+    def infer(self, ins: Shapes) -> Shape:
+        if self.size > ins[0].channels:
+            raise ShapeProblem(f"LRN {self.size} sums over {self.size} channels, but its input has only {ins[0].channels}",
+                               f"fix: a window of at most {ins[0].channels} channels (AlexNet uses LRN 5)")
+        return ins[0]
+
     def other_ops(self, ins: Shapes, out: Shape) -> int:
         return (self.size + 3) * out.numel  # squares summed over the window, scale, power, divide
 

@@ -73,8 +73,18 @@ def relu_in_place(graph: Graph) -> frozenset[int]:
             readers[i] = readers.get(i, 0) + 1
     return frozenset(n.id for n in graph.nodes
                      if isinstance(n.op, Activation) and n.op.fn == "relu"
-                     and isinstance(graph.nodes[n.inputs[0]].op, _FRESH)
+                     and _fresh(graph.nodes[n.inputs[0]])
                      and readers[n.inputs[0]] == 1 and n.inputs[0] != graph.output)
+
+
+def _fresh(node) -> bool:
+    """The node's output is a new tensor. A one-input add is its input itself (the PyTorch
+    module returns it unchanged), so a ReLU after it must not run in place."""
+    return isinstance(node.op, _FRESH) and not _passes_through(node)
+
+
+def _passes_through(node) -> bool:
+    return isinstance(node.op, Add) and len(node.inputs) == 1
 
 
 def _identity(graph: Graph, shapes, node_id: int) -> bool:
@@ -89,7 +99,7 @@ def _alias(graph: Graph, shapes, inplace: frozenset[int], training: bool) -> lis
     for node in graph.nodes:
         op = node.op
         same = (node.id in inplace or isinstance(op, Flatten) or (isinstance(op, Dropout) and not training)
-                or _identity(graph, shapes, node.id))
+                or _identity(graph, shapes, node.id) or _passes_through(node))
         owner.append(owner[node.inputs[0]] if same else node.id)
     return owner
 

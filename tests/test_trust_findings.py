@@ -1,0 +1,48 @@
+"""Regressions for what benchmarks/fuzz.py found, and for issue 10's LRN cases (22: `LRN 10^15`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cnndsl
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+# F1: a one-input `add` returns its input itself in the PyTorch module, so a ReLU after it
+# must not run in place: it overwrote `c`, which `add c` reads later (max |diff| 6.2 vs ONNX).
+ALIASES = {
+    "identity_add_then_skip": "input 8x8x5\nc: 1x1 conv, 5\nadd {\n  identity\n}\nrelu\nadd c\n",
+    "conv_add_then_relu": "input 8x8x5\nadd {\n  1x1 conv, 5\n}\nrelu\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALIASES))
+def test_relu_after_a_one_input_add_does_not_overwrite_what_others_read(name):
+    net = cnndsl.loads(ALIASES[name])
+    module = net.to_torch(seed=0).eval()
+    x = torch.randn(1, 5, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = module(x).numpy()
+    sess = ort.InferenceSession(net.to_onnx(weights=module).SerializeToString(), providers=["CPUExecutionProvider"])
+    z = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(y, z, atol=1e-5)
+
+
+def test_memory_model_treats_a_one_input_add_as_its_input():
+    from cnndsl.passes.memory import relu_in_place
+    net = cnndsl.loads(ALIASES["identity_add_then_skip"])
+    assert not relu_in_place(net.graph)
+
+
+@pytest.mark.parametrize("size", [2, 4, 10**15])
+def test_even_lrn_is_refused_at_check(size):
+    with pytest.raises(cnndsl.CnnDslError, match=f"LRN {size} has no centre channel"):
+        cnndsl.loads(f"input 8x8x6\n3x3 conv, 8\nLRN {size}\n")
+
+
+def test_lrn_wider_than_its_channels_is_refused():
+    with pytest.raises(cnndsl.CnnDslError, match="LRN 9 sums over 9 channels, but its input has only 8"):
+        cnndsl.loads("input 8x8x6\n3x3 conv, 8\nLRN 9\n")
+    assert cnndsl.loads("input 8x8x6\n3x3 conv, 8\nLRN 7\n").report.totals.params
