@@ -93,7 +93,8 @@ def render(state: Path) -> str:
            "fuzzers work and how to run them: the docstring of `benchmarks/fuzz.py`.", ""]
     if not journals:
         return "\n".join(out + ["No campaign recorded yet.", ""])
-    for journal in journals:
+    for journal in sorted(journals, key=lambda j: (list(TITLES).index(j.name.split("-seed")[0])
+                                                   if j.name.split("-seed")[0] in TITLES else 9, j.name)):
         part = journal.name.split("-seed")[0]
         out += _section(part, journal)
     return "\n".join(out)
@@ -106,7 +107,7 @@ def _section(part: str, journal: Path) -> list[str]:
     slowest = max(bs, key=lambda b: b["stats"].get("max_seconds", 0), default=None)
     findings = [f for b in bs for f in b["findings"]]
     runs = [r for r in rs if r.get("type") == "run"]
-    wall = sum(r.get("wall", 0) for r in rs if r.get("type") == "end")
+    wall, job_seconds = _walls(rs)
     n = stats["n"]
     out = [f"## {TITLES.get(part, part)}, seed {seed}", ""]
     out += [f"- run {i}: `{' '.join(r['argv'])}` on {r['date']}, commit {r['commit']}" for i, r in enumerate(runs, 1)]
@@ -137,10 +138,23 @@ def _section(part: str, journal: Path) -> list[str]:
             f"| mean time an input | {1000 * stats['seconds'] / max(1, n):.2f} ms CPU, "
             f"{1000 * stats['wall_seconds'] / max(1, n):.2f} ms wall |",
             f"| wall time of the runs | {wall:,.0f} s |",
-            f"| throughput | {n / wall if wall else 0:,.1f} inputs/s over all jobs; "
-            f"{n / stats['seconds'] if stats['seconds'] else 0:,.1f} inputs/s a job |"]
+            f"| throughput (wall time, everything included) | {n / wall if wall else 0:,.1f} inputs/s over all "
+            f"jobs; {n / job_seconds if job_seconds else 0:,.1f} inputs/s a job |"]
     out += _details(part, stats, findings)
     return out + [""]
+
+
+def _walls(rs: list[dict]) -> tuple[float, float]:
+    """(wall seconds of all runs, job-seconds: each run's wall time times its jobs)."""
+    wall = jobs_wall = 0.0
+    jobs = 1
+    for r in rs:
+        if r.get("type") == "run":
+            jobs = r.get("jobs", 1)
+        elif r.get("type") == "end":
+            wall += r.get("wall", 0)
+            jobs_wall += r.get("wall", 0) * jobs
+    return wall, jobs_wall
 
 
 def _details(part: str, stats: collections.Counter, findings: list[dict]) -> list[str]:
@@ -164,7 +178,7 @@ def _details(part: str, stats: collections.Counter, findings: list[dict]) -> lis
         for (kind, key), fs in sorted(by_key.items(), key=lambda kv: -len(kv[1])):
             first = min(fs, key=lambda f: f["index"])
             cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")[:160]  # noqa: E731
-            out.append(f"| {kind}: {cell(key)} | {len(fs)} | {first['index']} | {cell(first['message'])} | "
+            out.append(f"| {kind}: {cell(key.removeprefix(kind + ': '))} | {len(fs)} | {first['index']} | {cell(first['message'])} | "
                        f"{cell(first['where'])} | {first.get('saved', '')} |")
     return out
 
