@@ -90,7 +90,8 @@ def render(state: Path) -> str:
     journals = sorted(state.glob("*-seed*.jsonl"))
     out = ["# Fuzzing campaigns", "",
            f"Written by `python benchmarks/fuzz.py report --state {state}` from the journals there; how the "
-           "fuzzers work and how to run them: the docstring of `benchmarks/fuzz.py`.", ""]
+           "fuzzers work and how to run them: the docstring of `benchmarks/fuzz.py`. Any input of a campaign "
+           "comes back with `python benchmarks/fuzz.py show PART --seed S INDEX`.", ""]
     if not journals:
         return "\n".join(out + ["No campaign recorded yet.", ""])
     for journal in sorted(journals, key=lambda j: (list(TITLES).index(j.name.split("-seed")[0])
@@ -133,7 +134,8 @@ def _section(part: str, journal: Path) -> list[str]:
         distinct = len({f["key"] for f in findings if f["kind"] == kind})
         out.append(f"| {kind} findings | {kinds[kind]:,}" + (f" ({distinct} distinct)" if kinds[kind] else "") + " |")
     out += [f"| inputs over 1 s / 3 s | {stats['over 1.0 s']:,} / {stats['over 3.0 s']:,} |",
-            f"| inputs over 100 KB (allowed 3 x --slow) | {stats['large']:,}, slowest {stats['large_max_seconds']:.2f} s |",
+            *([f"| inputs over 100 KB (allowed 3 x --slow) | {stats['large']:,}, slowest "
+               f"{stats['large_max_seconds']:.2f} s |"] if part == "mutate" else []),
             f"| slowest input | {stats['max_seconds']:.3f} s (index {slowest['stats'].get('max_index') if slowest else '-'}) |",
             f"| mean time an input | {1000 * stats['seconds'] / max(1, n):.2f} ms CPU, "
             f"{1000 * stats['wall_seconds'] / max(1, n):.2f} ms wall |",
