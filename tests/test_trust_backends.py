@@ -155,20 +155,23 @@ def _run_all(text: str) -> None:
         generated = _import_root_class(to_source(net))()
         generated.load_state_dict(module.state_dict(), strict=True)
         got = generated.eval()(x).numpy()
-    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=text)
+    np.testing.assert_array_equal(got, want, err_msg=text)  # the same torch ops in the same order
+    tol = 1e-4 * max(1.0, float(np.abs(want).max()))  # float32 rounding grows with the values' scale
     for fold_bn in (False, True):
         sess = session(to_bytes(net, weights=module, fold_bn=fold_bn))
         ort_out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-        np.testing.assert_allclose(ort_out, want, atol=1e-4, rtol=1e-4, err_msg=text)
+        np.testing.assert_allclose(ort_out, want, atol=tol, rtol=1e-4, err_msg=text)
 
 
 def _randomise(module: torch.nn.Module) -> None:
+    """Biases, BN scales and statistics made non-trivial (the initialiser's are 0 and 1); kernels
+    keep their Kaiming scale, so values stay of order 1 however deep the network."""
     generator = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for key, value in module.state_dict().items():
             if key.endswith("running_var"):
                 value.copy_(torch.rand(value.shape, generator=generator) + 0.5)
-            elif value.is_floating_point():
+            elif value.is_floating_point() and value.dim() == 1:
                 value.copy_(torch.randn(value.shape, generator=generator) * 0.5)
 
 
