@@ -64,7 +64,7 @@ from cnndsl.passes.report import Report, render
 from cnndsl.source import Source
 from cnndsl.syntax import parser
 t.append(time.perf_counter())
-parser._parser()                       # the LALR tables: from the cache (lark builds them on a first run)
+parser._parser()                       # the LALR tables, shipped as data in cnndsl/syntax/_lalr.py
 t.append(time.perf_counter())
 source = Source.from_path(sys.argv[1])
 module = parser.parse(source)
@@ -78,13 +78,12 @@ render(report)
 t.append(time.perf_counter())
 print(json.dumps([b - a for a, b in zip(t, t[1:])]))
 """
-STAGE_NAMES = ("imports", "grammar (LALR tables, cached)", "parse + AST", "build IR", "shapes, counts, RF", "render text")
+STAGE_NAMES = ("imports", "grammar (LALR tables, shipped)", "parse + AST", "build IR", "shapes, counts, RF", "render text")
 
 
 def warm_up() -> None:
     """cnndsl as a second run finds it: its modules byte-compiled (pip compiles an installed
-    package's, not an editable one's, and PYTHONDONTWRITEBYTECODE may be set) and the parser
-    tables in its cache."""
+    package's, not an editable one's, and PYTHONDONTWRITEBYTECODE may be set)."""
     subprocess.run([sys.executable, "-m", "compileall", "-q", "cnndsl"], cwd=ROOT, check=True)
     subprocess.run(check_argv("architectures/lenet5.arch"), cwd=ROOT, check=True, capture_output=True)
 
@@ -182,8 +181,8 @@ def report(real: list[str], deep: list[str], stage_rows: list[str], repeats: int
         "CPU time (user + sys, from `getrusage`), which is steadier when other work shares the machine "
         "(see the load average). "
         f"{repeats} repeats for the real networks; fewer for the long runs (see the script). "
-        "cnndsl runs as from its second run on: modules byte-compiled, the parser's LALR tables read from "
-        "its cache (a first run builds them, about 0.05-0.1 s more).", "",
+        "cnndsl runs as from its second run on: modules byte-compiled (the parser's LALR tables ship "
+        "inside the package as data, cnndsl/syntax/_lalr.py).", "",
         *machine(), "",
         "## Real networks, and torchinfo on the same network", "",
         "| command | median wall (s) | min wall (s) | median CPU (s) | target (median wall) |",

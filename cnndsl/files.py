@@ -1,4 +1,4 @@
-"""Writing files whole or not at all: the compiled outputs, and the parser's cached tables.
+"""Writing files whole or not at all: every file cnndsl writes (the compiled outputs).
 
 The guarantee of `write_atomic(path, data)`: `path` ends up holding either what it held
 before or all of `data`, never a part of it; and no temp file outlives the write, even when
