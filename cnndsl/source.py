@@ -80,11 +80,28 @@ class Span:
         text = self.source.line_text(self.line).expandtabs(1).translate(_BLANK)
         end = self.end_col if self.end_line == self.line else len(text) + 1
         width = max(1, min(end, len(text) + 1) - self.col)
+        text, col, width = _clip(text, self.col, width)
         gutter = f"{self.line:>4} | "
-        return f"{gutter}{text}\n{' ' * len(gutter)}{' ' * (self.col - 1)}{'^' * width}"
+        return f"{gutter}{text}\n{' ' * len(gutter)}{' ' * (col - 1)}{'^' * width}"
 
     def merge(self, other: "Span") -> "Span":
         """The smallest span covering both."""
         start = min((self.line, self.col), (other.line, other.col))
         end = max((self.end_line, self.end_col), (other.end_line, other.end_col))
         return Span(self.source, start[0], start[1], end[0], end[1])
+
+
+SHOWN = 160  # characters of a long line shown around the span
+
+
+def _clip(text: str, col: int, width: int) -> tuple[str, int, int]:
+    """A line longer than SHOWN cut to SHOWN characters around the span, `...` marking the cuts
+    (a 1 MB line is not printed whole); the column and caret width follow the cut."""
+    if len(text) <= SHOWN:
+        return text, col, width
+    start = max(0, min(col - 1 - SHOWN // 4, len(text) - SHOWN))
+    head = "..." if start else ""
+    shown = text[start:start + SHOWN]
+    tail = "..." if start + SHOWN < len(text) else ""
+    width = max(1, min(width, SHOWN - (col - 1 - start)))
+    return head + shown + tail, col - start + len(head), width

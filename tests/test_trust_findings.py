@@ -46,3 +46,15 @@ def test_lrn_wider_than_its_channels_is_refused():
     with pytest.raises(cnndsl.CnnDslError, match="LRN 9 sums over 9 channels, but its input has only 8"):
         cnndsl.loads("input 8x8x6\n3x3 conv, 8\nLRN 9\n")
     assert cnndsl.loads("input 8x8x6\n3x3 conv, 8\nLRN 7\n").report.totals.params
+
+
+def test_a_diagnostic_on_a_huge_line_shows_a_window_of_it():
+    """A 1 MB options line was printed whole under the caret; the window keeps the caret on the culprit."""
+    line = "3x3 conv, 4" + ", pad 1" * 50 + ", strid 2" + ", pad 1" * 100_000
+    with pytest.raises(cnndsl.CnnDslError) as info:
+        cnndsl.loads(f"input 8x8x3\n{line}\n")
+    span = info.value.diagnostics[0].span
+    text, carets = span.render().split("\n")
+    assert len(text) < 200 and text.endswith("...") and "..." in text[:12]
+    start = carets.index("^")
+    assert text[start:start + carets.count("^")] == line[span.col - 1:span.end_col - 1]
