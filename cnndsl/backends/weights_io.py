@@ -127,8 +127,11 @@ def _check_values(spec: ParamSpec, value: np.ndarray) -> None:
     limit = _LIMITS.get(value.dtype.itemsize, _LIMITS[4])
     flat = value.reshape(-1)
     for start in range(0, flat.size, _CHUNK):
-        chunk = np.abs(flat[start:start + _CHUNK])
-        bad = ~(chunk <= limit)  # NaN compares False
+        chunk = flat[start:start + _CHUNK]
+        if value.dtype.itemsize <= 4:  # float16/32: in range if finite (one cheap pass)
+            bad = ~np.isfinite(chunk)
+        else:  # float64: must also fit float32 (NaN compares False)
+            bad = ~(np.abs(chunk) <= limit)
         if bad.any():
             i = start + int(np.argmax(bad))
             raise WeightsError(f"'{spec.key}' holds {float(flat[i])!r} at flat index {i:,}: weights must be finite "
