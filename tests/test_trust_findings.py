@@ -58,3 +58,27 @@ def test_a_diagnostic_on_a_huge_line_shows_a_window_of_it():
     assert len(text) < 200 and text.endswith("...") and "..." in text[:12]
     start = carets.index("^")
     assert text[start:start + carets.count("^")] == line[span.col - 1:span.end_col - 1]
+
+
+def test_emission_holds_no_whole_constant_vector():
+    """F4: a huge FC's zero bias was allocated whole (8 GB for FC 2147483647) before anything was written."""
+    import tracemalloc
+
+    from cnndsl.backends.onnx_emit import emit
+    net = cnndsl.loads("input 1x1x3\nFC 100000000\n")
+    tracemalloc.start()
+    try:
+        emit(net)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20, f"{peak:,} bytes traced while emitting"
+
+
+def test_an_onnx_file_over_protobufs_limit_is_refused_before_writing(tmp_path):
+    from cnndsl.cli import main
+    arch = tmp_path / "big.arch"
+    arch.write_text("network Big\ninput 1x1x3\nFC 600000000\n")
+    out = tmp_path / "big.onnx"
+    assert main(["compile", str(arch), "-o", str(out), "--fp16"]) == 1
+    assert not out.exists() and list(tmp_path.iterdir()) == [arch]

@@ -96,6 +96,18 @@ class Drawn(Lazy):
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class Filled(Lazy):
+    """A constant tensor (biases 0, batch norm's scale 1): a huge one costs a block, not its size."""
+
+    shape: tuple[int, ...]
+    value: float
+    dtype: np.dtype = np.dtype(np.float32)
+
+    def fill(self, k: int, out: np.ndarray) -> None:
+        out.fill(self.value)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Given(Lazy):
     """An array already in memory (a weights file's), served block by block, so that folding and
     casting it stream too rather than making whole float64 copies."""

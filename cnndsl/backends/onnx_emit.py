@@ -94,7 +94,24 @@ def serialize(network, seed: int = 0, weights=None, fp16: bool = False, fold_bn:
     model.ClearField("graph")
     before, after = _split(model, MODEL_GRAPH)
     size = sum(p.nbytes if isinstance(p, Lazy) else len(p) for p in parts)
+    _fits_protobuf(network, size + len(before) + len(after))
     return stream([before, _key(MODEL_GRAPH) + _varint(size), *parts, after])
+
+
+PROTOBUF_LIMIT = 2**31 - 1  # bytes: protobuf cannot parse a larger message, so no reader can load the file
+
+
+def _fits_protobuf(network, size: int) -> None:
+    """Refuse, before writing anything, a model that no ONNX reader could load (weights in one
+    file; ONNX's external-data format is not written), located at the layer with most weights."""
+    if size <= PROTOBUF_LIMIT:
+        return
+    params = [c.params for c in network.report.counts]
+    node = network.graph.nodes[max(range(len(params)), key=params.__getitem__)]
+    raise CnnDslError([Diagnostic(node.span, f"the ONNX file would take {size:,} bytes, more than the "
+                                             f"{PROTOBUF_LIMIT:,} that protobuf (so any ONNX reader) can load",
+                                  (Note(f"this layer, the largest, has {params[node.id]:,} parameters"),
+                                   Note("fix: compile to PyTorch (`-o net.py`), use `--fp16`, or make it smaller")))])
 
 
 def to_bytes(network, **options) -> bytes:

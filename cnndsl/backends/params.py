@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnndsl.backends.blocks import BLOCK, Drawn, Given, Lazy, materialize, scale_rows, stream
+from cnndsl.backends.blocks import BLOCK, Drawn, Filled, Given, Lazy, materialize, scale_rows, stream
 from cnndsl.ir.graph import Graph, Node
 from cnndsl.ir.joins import PartialConv, Shortcut, Subsample
 from cnndsl.ir.ops import BatchNorm, Conv, Linear
@@ -110,14 +110,21 @@ def initial_values(graph: Graph, shapes: tuple[Shape, ...], seed: int = 0) -> di
             case "linear_weight":
                 values[spec.key] = Drawn(spec.shape, math.sqrt(3) * 0.01, seed, i)
             case "bias" | "bn_bias" | "running_mean":
-                values[spec.key] = np.zeros(spec.shape, np.float32)
+                values[spec.key] = _constant(spec.shape, 0.0)
             case "bn_weight" | "running_var" | "subsample_weight":
-                values[spec.key] = np.ones(spec.shape, np.float32)
+                values[spec.key] = _constant(spec.shape, 1.0)
             case "num_batches_tracked":
                 values[spec.key] = np.zeros(spec.shape, np.int64)
             case _:  # pragma: no cover
                 raise AssertionError(spec.role)
     return values
+
+
+def _constant(shape: tuple[int, ...], value: float) -> np.ndarray | Lazy:
+    """A filled array; one larger than a block is Lazy, so that a writer streams it in bounded memory."""
+    if math.prod(shape) > BLOCK:
+        return Filled(shape, value)
+    return np.full(shape, value, np.float32)
 
 
 def init_params(graph: Graph, shapes: tuple[Shape, ...], seed: int = 0) -> dict[str, np.ndarray]:
