@@ -225,7 +225,7 @@ def measure(name: str, tmp: Path, repeats: int, first_env: dict[str, str]) -> tu
     first = median[tags["tv"]] / median[FIRST_RUN]
     return rows, [f"- {name}: {speeds[0]:.1f}x with random weights, {speeds[1]:.1f}x with the weights file "
                   f"(--fold-bn): target 10x {'met' if min(speeds) >= 10 else 'NOT met'} (the very first run, "
-                  f"before any .pyc or parser tables exist: {first:.1f}x); nodes "
+                  f"before any .pyc exists: {first:.1f}x); nodes "
                   f"{counts[fold]} vs {counts[tags['tv']]} and {counts[fold_w]} vs {counts[tags['tv_w']]}: "
                   f"{'no more' if fewer else 'MORE'}; max |cnndsl - torch.onnx.export| on 2 random images, "
                   f"same weights: {diff:.2g} (outputs in [0, 1])"]

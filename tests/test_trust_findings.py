@@ -82,3 +82,14 @@ def test_an_onnx_file_over_protobufs_limit_is_refused_before_writing(tmp_path):
     out = tmp_path / "big.onnx"
     assert main(["compile", str(arch), "-o", str(out), "--fp16"]) == 1
     assert not out.exists() and list(tmp_path.iterdir()) == [arch]
+
+
+def test_fp16_refuses_weights_beyond_its_range(tmp_path):
+    """float32 weights above 65504 silently became inf with --fp16."""
+    from cnndsl.backends.weights_io import WeightsError
+    net = cnndsl.loads("input 4x4x3\nFC 2\n")
+    weights = {k: v.detach().numpy().copy() for k, v in net.to_torch(seed=0).state_dict().items()}
+    weights["fc1.weight"][1, 5] = 1e5
+    net.to_onnx(weights=weights)  # fits float32
+    with pytest.raises(WeightsError, match=r"'fc1.weight' holds 100000.0 at flat index 53: .* float16's range"):
+        net.to_onnx(weights=weights, fp16=True)

@@ -60,7 +60,7 @@ def to_onnx(network, seed: int = 0, weights=None, fp16: bool = False, fold_bn: b
     weights: as cnndsl.backends.weights_io.resolve_weights takes them (None: the shared
     initialiser under `seed`, identical to the PyTorch backend's). fp16: weights and I/O
     in float16. fold_bn: batch norm after a conv folded into the conv's weights.
-    Raises CnnDslError for a layer the opset cannot express, WeightsError for bad weights.
+    Raises WeightsError for bad weights.
     """
     model, tensors = emit(network, seed, weights, Options(fp16, fold_bn, check_opset(opset)))
     model.graph.initializer.extend(onnx_proto.tensor(np.asarray(array), name) for name, array in tensors)
@@ -71,12 +71,10 @@ def emit(network, seed: int = 0, weights=None, options: Options = Options()) \
         -> tuple[ModelProto, list[tuple[str, np.ndarray | Lazy]]]:
     """The model without its initializers, and the initializers as (name, array) in graph order
     (drawn weights still Lazy: not drawn yet)."""
-    params = resolve_weights(network, weights, seed)
+    params = resolve_weights(network, weights, seed, options.fp16)
     builder = Builder(network, params, options)
     for node in network.graph.nodes[1:]:
         onnx_lower.lower(builder, node)
-    if builder.errors:
-        raise CnnDslError(builder.errors)
     return builder.model(), builder.initializers
 
 
@@ -173,7 +171,6 @@ class Builder:
         self.initializers: list[tuple[str, np.ndarray | Lazy]] = []
         self.infos: list[ValueInfoProto] = []
         self.values: dict[int, str] = {0: self.graph.input.name}
-        self.errors: list[Diagnostic] = []
         self.folds = fold_pairs(self.graph) if options.fold_bn else {}
 
     def x(self, node_id: int) -> str:
@@ -214,9 +211,6 @@ class Builder:
     def ints(self, name: str, values) -> str:
         self.initializers.append((name, np.asarray(values, dtype=np.int64)))
         return name
-
-    def fail(self, node: Node, message: str, *notes: str) -> None:
-        self.errors.append(Diagnostic(node.span, message, tuple(Note(n) for n in notes)))
 
     def model(self) -> ModelProto:
         from cnndsl import __version__

@@ -31,7 +31,7 @@ class WeightsError(ValueError):
     """Weights that do not fit the network, or a file that cannot be read."""
 
 
-def resolve_weights(network, weights=None, seed: int = 0) -> dict[str, np.ndarray | Lazy]:
+def resolve_weights(network, weights=None, seed: int = 0, fp16: bool = False) -> dict[str, np.ndarray | Lazy]:
     """The network's tensors, keyed like its state dict, in structural order.
 
     weights: None (the shared initialiser under `seed`, its drawn tensors Lazy), a mapping of arrays, a path to
@@ -45,11 +45,12 @@ def resolve_weights(network, weights=None, seed: int = 0) -> dict[str, np.ndarra
         weights = read_weights(Path(weights))
     elif hasattr(weights, "state_dict") and not isinstance(weights, Mapping):
         weights = weights.state_dict()
-    return check_weights(specs, {key: _to_numpy(value) for key, value in weights.items()})
+    return check_weights(specs, {key: _to_numpy(value) for key, value in weights.items()}, fp16)
 
 
-def check_weights(specs: list[ParamSpec], given: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """`given` reordered by `specs`; `num_batches_tracked` may be absent (inference ignores it)."""
+def check_weights(specs: list[ParamSpec], given: Mapping[str, np.ndarray], fp16: bool = False) -> dict[str, np.ndarray]:
+    """`given` reordered by `specs`; `num_batches_tracked` may be absent (inference ignores it).
+    With `fp16` every value must fit float16 (65504 would round to infinity beyond)."""
     out: dict[str, np.ndarray] = {}
     for spec in specs:
         value = given.get(spec.key)
@@ -59,7 +60,7 @@ def check_weights(specs: list[ParamSpec], given: Mapping[str, np.ndarray]) -> di
             raise WeightsError(f"weights lack '{spec.key}' (shape {_dims(spec.shape)})")
         if tuple(value.shape) != spec.shape:
             raise WeightsError(f"'{spec.key}' has shape {_dims(value.shape)}, the network needs {_dims(spec.shape)}")
-        _check_values(spec, value)
+        _check_values(spec, value, 2 if fp16 else 4)
         out[spec.key] = value
     known = {spec.key for spec in specs}
     extra = [key for key in given if key not in known]
@@ -114,7 +115,7 @@ _LIMITS = {2: np.finfo(np.float16).max, 4: np.finfo(np.float32).max}
 _CHUNK = 1 << 20
 
 
-def _check_values(spec: ParamSpec, value: np.ndarray) -> None:
+def _check_values(spec: ParamSpec, value: np.ndarray, itemsize: int = 4) -> None:
     """Refuse values that are not real numbers the model's float type can hold (see the module doc)."""
     kind = value.dtype.kind
     if kind in "iub" and spec.role == "num_batches_tracked":
@@ -124,18 +125,19 @@ def _check_values(spec: ParamSpec, value: np.ndarray) -> None:
                 "b": "booleans", "U": "strings", "S": "strings", "O": "Python objects"}.get(kind, "non-numbers")
         raise WeightsError(f"'{spec.key}' holds {what} ({value.dtype}); weights must be floating point "
                            "(float16, float32 or float64)")
-    limit = _LIMITS.get(value.dtype.itemsize, _LIMITS[4])
+    itemsize = min(itemsize, value.dtype.itemsize)  # the narrower of the file's type and the model's
+    limit = _LIMITS[itemsize]
     flat = value.reshape(-1)
     for start in range(0, flat.size, _CHUNK):
         chunk = flat[start:start + _CHUNK]
-        if value.dtype.itemsize <= 4:  # float16/32: in range if finite (one cheap pass)
+        if value.dtype.itemsize == itemsize:  # in range if finite (one cheap pass)
             bad = ~np.isfinite(chunk)
-        else:  # float64: must also fit float32 (NaN compares False)
+        else:  # a wider type (float64, or float32 into --fp16): must also fit the narrower one (NaN compares False)
             bad = ~(np.abs(chunk) <= limit)
         if bad.any():
             i = start + int(np.argmax(bad))
             raise WeightsError(f"'{spec.key}' holds {float(flat[i])!r} at flat index {i:,}: weights must be finite "
-                               f"numbers within float{8 * min(value.dtype.itemsize, 4)}'s range")
+                               f"numbers within float{8 * itemsize}'s range")
 
 
 def _read_torch(path: Path) -> dict[str, np.ndarray]:
