@@ -84,12 +84,6 @@ class Span:
         gutter = f"{self.line:>4} | "
         return f"{gutter}{text}\n{' ' * len(gutter)}{' ' * (col - 1)}{'^' * width}"
 
-    def merge(self, other: "Span") -> "Span":
-        """The smallest span covering both."""
-        start = min((self.line, self.col), (other.line, other.col))
-        end = max((self.end_line, self.end_col), (other.end_line, other.end_col))
-        return Span(self.source, start[0], start[1], end[0], end[1])
-
 
 SHOWN = 160  # characters of a long line shown around the span
 

@@ -49,7 +49,6 @@ STATELESS = {"ReLU", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "Softmax", "Dropout"
 #   input       the network's input          same        y = x (identity shortcut)
 #   flatten     y = flatten(x, 1)            add         y = x1 + x2 + ...
 #   cat         y = cat([x1, x2, ...], 1)    crop / pad  y = center_crop(x, ref) / zero_pad(x, ref)
-APPLIES = ("call", "call_flat", "call_vec", "input", "same", "flatten", "add", "cat", "crop", "pad")
 
 
 @dataclass(frozen=True, slots=True)

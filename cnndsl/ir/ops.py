@@ -294,9 +294,6 @@ class LRN(_Pointwise):
         return f"LRN{self.size}"
 
 
-ACTIVATIONS = ("relu", "leaky_relu", "elu", "tanh", "sigmoid", "softmax")
-
-
 @dataclass(frozen=True, slots=True)
 class Activation(_Pointwise):
     """An elementwise nonlinearity (softmax: over channels). Computed in place."""
