@@ -57,10 +57,10 @@ def _cli(*args: str) -> str:
     assert result.code == 0 and result.err == "", result.err
     return result.out
 
+
 @pytest.fixture(scope="module", params=ARCHS, ids=lambda p: p.stem)
 def case(request) -> Case:
-    path = request.param
-    rel = str(path.relative_to(ROOT))
+    path, rel = request.param, str(request.param.relative_to(ROOT))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ROOT)  # the report names the file as given
         report, text = json.loads(_cli("check", rel, "--json")), _cli("check", rel)
