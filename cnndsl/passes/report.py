@@ -159,15 +159,15 @@ def _use_line(node) -> int:
 
 def blocks(r: Report) -> list[Block]:
     """Top-level blocks in source order; nodes outside any block are not listed."""
-    out: list[Block] = []
+    runs: list[tuple[str, list[int]]] = []  # (name, node ids): lists, as a tuple grown per node was quadratic
     for node in r.graph.nodes:
         if not node.scope:
             continue
-        if out and out[-1].name == node.scope[0] and out[-1].nodes[-1] == node.id - 1:
-            last = out[-1]
-            out[-1] = Block(last.name, last.nodes + (node.id,), last.repeats)
+        if runs and runs[-1][0] == node.scope[0] and runs[-1][1][-1] == node.id - 1:
+            runs[-1][1].append(node.id)
         else:
-            out.append(Block(node.scope[0], (node.id,), 1))
+            runs.append((node.scope[0], [node.id]))
+    out = [Block(name, tuple(ids), 1) for name, ids in runs]
     return [Block(b.name, b.nodes, _repeats(r, b)) for b in out]
 
 
