@@ -93,3 +93,24 @@ def test_fp16_refuses_weights_beyond_its_range(tmp_path):
     net.to_onnx(weights=weights)  # fits float32
     with pytest.raises(WeightsError, match=r"'fc1.weight' holds 100000.0 at flat index 53: .* float16's range"):
         net.to_onnx(weights=weights, fp16=True)
+
+
+@pytest.mark.parametrize("fold_bn", [False, True])
+def test_per_channel_tensors_larger_than_a_block_lower_exactly(fold_bn):
+    """Fuzz input 587370: a subsample (or a folded batch norm) over more channels than a block
+    (2^18) read its constant coefficient as an array: AttributeError on the Lazy tensor."""
+    net = cnndsl.loads("input 2x2x1\nc: 1x1 conv, 300000\nbatch norm\nsubsample 2x2\n")
+    module = net.to_torch(seed=0).eval()
+    x = np.random.default_rng(0).random((1, 1, 2, 2), dtype=np.float32)
+    sess = ort.InferenceSession(net.to_onnx(weights=module, fold_bn=fold_bn).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x})[0], expected, atol=1e-5)
+
+
+def test_emit_refuses_a_model_over_protobufs_limit_before_making_tensors():
+    from cnndsl.backends.onnx_emit import emit
+    net = cnndsl.loads("input 8x8x3\n7x7 conv, 6012345\n")  # (7*7*3 + 1) * 6012345 params, 4 bytes each
+    with pytest.raises(cnndsl.CnnDslError, match="the ONNX file would take at least 3,559,308,240 bytes"):
+        emit(net)

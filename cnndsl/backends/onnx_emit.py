@@ -71,6 +71,7 @@ def emit(network, seed: int = 0, weights=None, options: Options = Options()) \
         -> tuple[ModelProto, list[tuple[str, np.ndarray | Lazy]]]:
     """The model without its initializers, and the initializers as (name, array) in graph order
     (drawn weights still Lazy: not drawn yet)."""
+    _fits_protobuf(network, sum(c.params for c in network.report.counts) * (2 if options.fp16 else 4))
     params = resolve_weights(network, weights, seed, options.fp16)
     builder = Builder(network, params, options)
     for node in network.graph.nodes[1:]:
@@ -101,12 +102,13 @@ PROTOBUF_LIMIT = 2**31 - 1  # bytes: protobuf cannot parse a larger message, so 
 
 def _fits_protobuf(network, size: int) -> None:
     """Refuse, before writing anything, a model that no ONNX reader could load (weights in one
-    file; ONNX's external-data format is not written), located at the layer with most weights."""
+    file; ONNX's external-data format is not written), located at the layer with most weights.
+    `emit` checks the weights' bytes before making any tensor; `serialize` the exact size."""
     if size <= PROTOBUF_LIMIT:
         return
     params = [c.params for c in network.report.counts]
     node = network.graph.nodes[max(range(len(params)), key=params.__getitem__)]
-    raise CnnDslError([Diagnostic(node.span, f"the ONNX file would take {size:,} bytes, more than the "
+    raise CnnDslError([Diagnostic(node.span, f"the ONNX file would take at least {size:,} bytes, more than the "
                                              f"{PROTOBUF_LIMIT:,} that protobuf (so any ONNX reader) can load",
                                   (Note(f"this layer, the largest, has {params[node.id]:,} parameters"),
                                    Note("fix: compile to PyTorch (`-o net.py`), use `--fp16`, or make it smaller")))])
@@ -198,6 +200,10 @@ class Builder:
     def param(self, key: str) -> str:
         """A state-dict tensor as an initializer of the model's float type."""
         return self.tensor(key, self.params[key])
+
+    def vector(self, key: str) -> np.ndarray:
+        """A per-channel tensor (bias, batch norm's), whole, for a lowering's arithmetic."""
+        return np.asarray(self.params[key])
 
     def tensor(self, name: str, array: np.ndarray | Lazy) -> str:
         """An initializer of the model's float type: a large array to convert is converted block by

@@ -92,7 +92,7 @@ def _conv(b: Builder, node: Node, op: Conv, x: str) -> None:
         weights = [b.param(f"{node.name}.weight")] + ([b.param(f"{node.name}.bias")] if op.bias else [])
     else:
         norm = b.graph.nodes[bn]
-        bias = b.params[f"{node.name}.bias"] if op.bias else None
+        bias = b.vector(f"{node.name}.bias") if op.bias else None
         weights = _folded(b, node.name, b.params[f"{node.name}.weight"], bias, norm.name, norm.op.eps)
     b.add(node, "ConvTranspose" if op.transposed else "Conv", [x, *weights], _dims(b.shape(node.id)), **attrs)
 
@@ -101,7 +101,7 @@ def _folded(b: Builder, conv: str, weight: np.ndarray | Lazy, bias: np.ndarray |
         -> list[str]:
     """Conv weight and bias with the batch norm `bn` that follows folded in (in float64, then rounded
     once): w' = w * g / sqrt(var + eps), b' = (b - mean) * g / sqrt(var + eps) + beta."""
-    p = {key: b.params[f"{bn}.{key}"].astype(np.float64) for key in ("weight", "bias", "running_mean", "running_var")}
+    p = {key: b.vector(f"{bn}.{key}").astype(np.float64) for key in ("weight", "bias", "running_mean", "running_var")}
     scale = p["weight"] / np.sqrt(p["running_var"] + eps)
     shift = (0.0 if bias is None else bias.astype(np.float64)) - p["running_mean"]
     return [b.tensor(f"{conv}.weight_folded", scale_rows(weight, scale)),
@@ -252,9 +252,9 @@ def _subsample(b: Builder, node: Node, op: Subsample, x: str) -> None:
     rank = len(op.kernel)
     per_channel = (out.channels, *(1,) * rank)
     window = math.prod(op.kernel)
-    scale = b.params[f"{node.name}.weight"].astype(np.float64).reshape(per_channel) * window
+    scale = b.vector(f"{node.name}.weight").astype(np.float64).reshape(per_channel) * window
     y = b.add(node, "AveragePool", [x], _dims(out), part="pool", kernel_shape=list(op.kernel),
               strides=list(op.kernel))
     y = b.add(node, "Mul", [y, b.tensor(f"{node.name}.scale", scale)], _dims(out), part="scale")
-    bias = b.params[f"{node.name}.bias"].reshape(per_channel)
+    bias = b.vector(f"{node.name}.bias").reshape(per_channel)
     b.add(node, "Add", [y, b.tensor(f"{node.name}.bias", bias)], _dims(out))
