@@ -8,14 +8,13 @@ callback so the CLI can show it.
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from cnndsl.backends.ort_run import p95
+from cnndsl.backends.ort_run import Latencies
 from cnndsl.passes.memory import estimate
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -36,23 +35,17 @@ class Settings:
 
 
 @dataclass(frozen=True, slots=True)
-class Result:
+class Result(Latencies):
     settings: Settings
     times_ms: tuple[float, ...]
     peak_bytes: int | None  # measured (torch.cuda.max_memory_allocated); None off CUDA
     predicted_bytes: int  # cnndsl's memory model, inference at this batch and dtype
 
     @property
-    def p50_ms(self) -> float:
-        return statistics.median(self.times_ms)
+    def batch(self) -> int:
+        return self.settings.batch
 
-    @property
-    def p95_ms(self) -> float:
-        return p95(self.times_ms)
-
-    @property
-    def images_per_s(self) -> float:
-        return self.settings.batch * 1000.0 / self.p50_ms
+    p50_ms = Latencies.median_ms  # the name `cnndsl bench` reports it by
 
 
 def check_settings(s: Settings) -> None:

@@ -26,8 +26,31 @@ class ModelError(RuntimeError):
     """onnxruntime cannot load the model (not an ONNX file, or one it does not support)."""
 
 
+class Latencies:
+    """Statistics over per-run wall times: a mixin for a frozen dataclass that has
+    `times_ms` (one entry per timed run) and `batch` (images per run)."""
+
+    __slots__ = ()
+    times_ms: tuple[float, ...]
+    batch: int
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times_ms)
+
+    @property
+    def p95_ms(self) -> float:
+        """The 95th percentile (nearest rank)."""
+        ordered = sorted(self.times_ms)
+        return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch * 1000.0 / self.median_ms
+
+
 @dataclass(frozen=True, slots=True)
-class Timing:
+class Timing(Latencies):
     """What one `run_model` measured: output shape and per-run wall times in milliseconds."""
 
     provider: str
@@ -37,22 +60,8 @@ class Timing:
     times_ms: tuple[float, ...]
 
     @property
-    def median_ms(self) -> float:
-        return statistics.median(self.times_ms)
-
-    @property
-    def p95_ms(self) -> float:
-        return p95(self.times_ms)
-
-    @property
-    def images_per_s(self) -> float:
-        return self.input_shape[0] * 1000.0 / self.median_ms
-
-
-def p95(times: tuple[float, ...]) -> float:
-    """The 95th percentile of some timings (nearest rank)."""
-    ordered = sorted(times)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    def batch(self) -> int:
+        return self.input_shape[0]
 
 
 def session(model: bytes | str, provider: str = "cpu"):
