@@ -57,12 +57,11 @@ def identifier(text: str, taken: set) -> str:
 class Argument:
     """One argument of a generated class's constructor."""
 
-    token: str  # stands for the name in text rendered before all arguments are known
     base: str  # in_channels, width, stride, ...; numbered when several share it
     default: object  # None: required
     first: int  # the first slot it fills (a caller passes that slot's value)
     kind: type
-    name: str = ""
+    name: str = ""  # set once all the class's arguments are known (width1, width2, ...)
 
 
 class Params:
@@ -74,6 +73,7 @@ class Params:
         self.roles = [units[0].values[i][1] for i in range(n)]
         self.channels = channels
         self.found: dict[tuple, Argument] = {}  # by typed column: equal columns share an argument
+        self.named = False
 
     def constant(self, i: int):
         """The slot's value if every instance has the same, else None."""
@@ -81,17 +81,19 @@ class Params:
         return column[0] if len(set(_typed(column))) == 1 else None
 
     def text(self, i: int) -> str:
-        """Source for slot i: a literal, or (a placeholder for) the argument that carries it."""
+        """Source for slot i: a literal, or the name of the argument that carries it (empty
+        while `name_arguments` is still finding the arguments)."""
         column = self.columns[i]
         if len(set(_typed(column))) == 1:
             return literal(column[0])
         key = _typed(column)
         if key not in self.found:
+            assert not self.named, "an argument found after the arguments were named"
             role = self.roles[i]
             default = _ARG_DEFAULTS.get(role[0] if isinstance(role, tuple) else role)
             default = default if (type(default), default) in key else None
-            self.found[key] = Argument(f"\0{len(self.found)}\0", self._base(role, column), default, i, type(column[0]))
-        return self.found[key].token
+            self.found[key] = Argument(self._base(role, column), default, i, type(column[0]))
+        return self.found[key].name
 
     def _base(self, role, column) -> str:
         if isinstance(role, tuple):  # ("present", attr)
@@ -101,9 +103,10 @@ class Params:
             return "in_channels" if column == ins else "out_channels" if column == outs else "width"
         return role if role.isidentifier() else "arg"
 
-    def arguments(self) -> list[Argument]:
-        """The arguments in signature order, named: required (in_channels first, out_channels
-        last), then those with defaults."""
+    def name_arguments(self, render) -> None:
+        """Call `render()`, which reads every slot the class's text uses, to find the arguments,
+        then name them: a name depends on all of them (`width` alone, or width1, width2, ...)."""
+        render()
         counts: dict[str, int] = {}
         for arg in self.found.values():
             counts[arg.base] = counts.get(arg.base, 0) + 1
@@ -111,17 +114,18 @@ class Params:
         for arg in self.found.values():
             seen[arg.base] = seen.get(arg.base, 0) + 1
             arg.name = identifier(f"{arg.base}{seen[arg.base]}" if counts[arg.base] > 1 else arg.base, RESERVED)
+        self.named = True
+
+    def arguments(self) -> list[Argument]:
+        """The arguments in signature order: required (in_channels first, out_channels last),
+        then those with defaults."""
+        assert self.named
         order = {"in_channels": 0, "out_channels": 2}
         return sorted(self.found.values(), key=lambda a: (a.default is not None, order.get(a.base, 1)))
 
     def signature(self) -> list[str]:
         return [f"{a.name}: {a.kind.__name__}" + (f" = {literal(a.default)}" if a.default is not None else "")
                 for a in self.arguments()]
-
-    def finish(self, lines: list[str]) -> list[str]:
-        """The lines with every placeholder replaced by its argument's name."""
-        names = {a.token: a.name for a in self.arguments()}
-        return [re.sub("\0\\d+\0", lambda m: names[m.group(0)], line) for line in lines]
 
     def call_args(self, text_of) -> list[str]:
         """Arguments of a call to this class; `text_of(i)` is the caller's source for slot i."""

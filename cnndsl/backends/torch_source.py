@@ -129,13 +129,14 @@ def _render_class(name: str, units: list[Unit], p: Params, names: dict, params: 
                   doc: str, init_loop: list[str] = ()) -> str:
     """One class: its constructor takes the values that differ between `units`."""
     first = units[0]
+    p.name_arguments(lambda: _members(first, p, names, params))
     init, attrs, optional = _members(first, p, names, params)
     body = forward(first, attrs, optional)
     args = ", ".join(["self"] + [f"{v}: torch.Tensor" for v in input_names(len(first.scope.inputs))])
     returns = "torch.Tensor" if len(first.scope.outputs) == 1 else "tuple[torch.Tensor, ...]"
     out = [f"class {name}(nn.Module):", "    " + docstring(doc), "",
            f"    def __init__({_signature(p)}) -> None:", "        super().__init__()"]
-    out += [_indent(line, 8) for line in p.finish(init) + list(init_loop)]
+    out += [_indent(line, 8) for line in init + list(init_loop)]
     out += ["", f"    def forward({args}) -> {returns}:"] + [_indent(line, 8) for line in body]
     return "\n".join(out)
 
