@@ -26,7 +26,7 @@ class Settings:
     input: Shape | None = None
     input_span: Span | None = None
     activation: tuple[str, float | None] | None = None
-    rules: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+    rules: dict[str, tuple[tuple[object, str], ...]] = field(default_factory=dict)  # "conv"/"fc": (op, kind name) steps
     shortcut: str = "projection"
     stride_on: str = "3x3"  # or "first"
     seen: dict[str, Span] = field(default_factory=dict)  # where each directive was first given
