@@ -133,14 +133,19 @@ def _compile(net, index, tags, stats) -> dict | None:
         compile(to_source(net), "generated.py", "exec")
         emit(net)
     except CnnDslError as exc:  # a backend refused what the checker accepted
-        return _finding(index, "late refusal", exc.diagnostics[0].message, tags,
-                        key="late refusal: " + _shape(exc.diagnostics[0].message))
+        return _late_refusal(index, exc, tags)
     except Exception as exc:  # noqa: BLE001
         return _crash(index, exc, tags)
     finally:
         stats["compile_seconds"] += time.process_time() - clock
     stats["compiled"] += 1
     return None
+
+
+def _late_refusal(index, exc, tags) -> dict:
+    """A finding for a network the checker accepted and a backend refused."""
+    message = exc.diagnostics[0].message
+    return _finding(index, "late refusal", message, tags, key="late refusal: " + _shape(message))
 
 
 def _once(part, text, index, tags, stats, slot) -> tuple[float, float, dict | None, object]:
@@ -197,8 +202,7 @@ def _backends(text, index, tags, stats) -> dict | None:
     except fuzz_backends.Mismatch as exc:
         return _finding(index, "mismatch", str(exc), tags, key=_shape(str(exc).split(":")[0]))
     except CnnDslError as exc:  # a backend refused what the checker accepted
-        return _finding(index, "late refusal", exc.diagnostics[0].message, tags,
-                        key="late refusal: " + _shape(exc.diagnostics[0].message))
+        return _late_refusal(index, exc, tags)
     except Exception as exc:  # noqa: BLE001
         return _crash(index, exc, tags)
     finally:
